@@ -1,0 +1,59 @@
+"""The process's one Prometheus registry and the detector's own metrics.
+
+Every module registers on `REGISTRY` (never the global default one), so
+`/metrics` shows exactly this app's series and tests can read them directly.
+Other components define their metrics in their own modules with
+`registry=REGISTRY`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+FRAMES_CAPTURED = Counter(
+    "rvm_frames_captured_total", "Frames read from the camera", ["camera"], registry=REGISTRY
+)
+FRAMES_DROPPED = Counter(
+    "rvm_frames_dropped_total",
+    "Frames dropped because the queue was full (oldest dropped first)",
+    ["camera"],
+    registry=REGISTRY,
+)
+FRAMES_INVALID = Counter(
+    "rvm_frames_invalid_total",
+    "Corrupt or empty frames skipped",
+    ["camera"],
+    registry=REGISTRY,
+)
+CAMERA_RECONNECTS = Counter(
+    "rvm_camera_reconnects_total",
+    "Attempts to (re)open the camera after a failure",
+    ["camera"],
+    registry=REGISTRY,
+)
+CAMERA_UP = Gauge(
+    "rvm_camera_up", "1 while the camera delivers fresh frames", ["camera"], registry=REGISTRY
+)
+QUEUE_DEPTH = Gauge(
+    "rvm_queue_depth", "Items waiting in an internal queue", ["queue"], registry=REGISTRY
+)
+INFERENCE_SECONDS = Histogram(
+    "rvm_inference_seconds",
+    "Detection latency per frame: preprocess + inference + postprocess",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0),
+    registry=REGISTRY,
+)
+FRAMES_DETECTED = Counter(
+    "rvm_frames_detected_total", "Frames run through the detector", registry=REGISTRY
+)
+DEPOSITS = Counter(
+    "rvm_deposits_total", "Deposit records handed to the sink", ["verdict"], registry=REGISTRY
+)
+DEPOSIT_ERRORS = Counter(
+    "rvm_deposit_errors_total",
+    "Deposit records the sink refused (the record was not accepted)",
+    registry=REGISTRY,
+)
+READY = Gauge("rvm_ready", "1 when /readyz answers 200", registry=REGISTRY)
