@@ -7,9 +7,12 @@ is allowed. Secrets are never inline: the API key is read from a file.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -32,15 +35,128 @@ class HttpConfig(_Strict):
     listen: str = "127.0.0.1:8080"
 
 
+class UploadConfig(_Strict):
+    # Owned by the upload side (issue 4). Concurrency adapts between the bounds (AIMD).
+    min_concurrency: int = Field(1, ge=1, le=64)
+    max_concurrency: int = Field(8, ge=1, le=64)
+    # Full-jitter exponential backoff: sleep uniform(0, min(max, base * 2**n)).
+    backoff_base_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(300.0, gt=0)
+    # An unreachable platform's Retry-After is capped so a bad header cannot stall for days.
+    retry_after_max_s: float = Field(3600.0, gt=0)
+    # How often 401/403 are logged at ERROR while they persist.
+    auth_error_log_interval_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> UploadConfig:
+        if self.min_concurrency > self.max_concurrency:
+            raise ValueError(
+                f"platform.upload.min_concurrency ({self.min_concurrency}) is above "
+                f"max_concurrency ({self.max_concurrency}); lower min or raise max"
+            )
+        return self
+
+
 class PlatformConfig(_Strict):
     # Owned by the upload side (issue 4).
-    base_url: str
-    api_key_file: Path
+    base_url: str = Field(description="e.g. https://myrvm.example.com (the /api/v1 is added)")
+    api_key_file: Path = Field(description="file holding the X-RVM-API-KEY, mode 0600 or 0400")
+    # Identity sent in handshake/heartbeat; None = this host's hostname.
+    hardware_id: str | None = Field(None, max_length=100)
+    name: str | None = Field(None, max_length=255)
+    # Extra CA bundle for a private platform CA; verification is never switched off.
+    ca_bundle: Path | None = None
+    # Client certificate (and key, if not in the same PEM) for mutual TLS.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0)
+    # Used until the platform hands out its own interval.
+    heartbeat_interval_s: float = Field(60.0, gt=0)
+    # The heartbeat's GIT_PULL command runs this argv (the fleet points it at the
+    # pull-mode unit, e.g. ["systemctl", "start", "rvm-pull.service"]); None = refuse.
+    git_pull_command: list[str] | None = None
+    git_pull_timeout_s: float = Field(600.0, gt=0)
+    upload: UploadConfig = UploadConfig()
+
+    @field_validator("base_url")
+    @classmethod
+    def _url_parses(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"platform.base_url {v!r} is not an http(s) URL with a host; "
+                "write it like https://myrvm.example.com"
+            )
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as e:
+            raise ValueError(f"platform.base_url {v!r} has a bad port: {e}") from None
+        return v.rstrip("/")
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _key_file_private(cls, v: Path) -> Path:
+        try:
+            st = v.stat()
+        except OSError as e:
+            raise ValueError(
+                f"platform.api_key_file {v} cannot be read ({e.strerror}); create it "
+                f"with the machine's API key and `chmod 600 {v}`"
+            ) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"platform.api_key_file {v} is not a regular file")
+        if st.st_mode & 0o077:
+            raise ValueError(
+                f"platform.api_key_file {v} has mode {stat.S_IMODE(st.st_mode):04o}: "
+                f"group/other may read the secret; run `chmod 600 {v}`"
+            )
+        if not os.access(v, os.R_OK):
+            raise ValueError(
+                f"platform.api_key_file {v} is not readable by this user; chown it to "
+                "the service user"
+            )
+        return v
+
+    @field_validator("ca_bundle", "client_cert", "client_key")
+    @classmethod
+    def _tls_file_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"TLS file {v} does not exist; fix the path or remove the key")
+        return v
+
+
+def _writable_dir_problem(path: Path) -> str | None:
+    """Why `path` cannot hold the spool, or None. A missing dir is fine if it can be made."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is not writable by this user"
+    return None
 
 
 class SpoolConfig(_Strict):
     # Owned by the upload side (issue 4).
     dir: Path
+    # Disk budget for images + database; when reached, the oldest images are shed
+    # (their records are kept and sent without the image).
+    max_bytes: int = Field(2 * 1024**3, ge=1024**2)
+
+    @field_validator("dir")
+    @classmethod
+    def _dir_writable(cls, v: Path) -> Path:
+        problem = _writable_dir_problem(v)
+        if problem:
+            raise ValueError(
+                f"spool.dir {v} cannot be used: {problem}; create it and give the "
+                "service user write access (e.g. /var/lib/rvm-detector/spool)"
+            )
+        return v
 
 
 class Config(_Strict):
