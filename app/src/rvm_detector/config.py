@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -25,14 +26,113 @@ class CameraConfig(_Strict):
         description="device index, /dev/videoN, GStreamer pipeline, rtsp:// URL, "
         "video file or image directory"
     )
+    # The camera's name in deposit records, metrics and logs.
+    name: str = Field("chute", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    # Pace for video files and image directories (a live camera sets its own);
+    # None = the video's own frame rate, or 10 fps for an image directory.
+    fps: float | None = Field(None, gt=0, le=240)
+    # Video file / image directory: start again at the end. false = `run` exits
+    # once the source is used up (batch runs, tests).
+    loop: bool = True
+    # No frame for this long: the camera is stale (/readyz false, rvm_camera_up 0).
+    stale_after_s: float = Field(5.0, gt=0)
+    # Reopen backoff after a failure: doubles from initial to max, with jitter.
+    reconnect_initial_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    # Frames waiting for the detector; when full the oldest is dropped (and counted).
+    queue_size: int = Field(2, ge=1, le=64)
+    # Open/read timeout for network streams (rtsp://, http://).
+    stream_timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> CameraConfig:
+        if self.reconnect_initial_s > self.reconnect_max_s:
+            raise ValueError(
+                f"camera.reconnect_initial_s ({self.reconnect_initial_s}) is above "
+                f"reconnect_max_s ({self.reconnect_max_s}); lower initial or raise max"
+            )
+        return self
 
 
 class ModelConfig(_Strict):
-    path: Path
+    path: Path = Field(description="YOLO detection model: .onnx, or a TensorRT .engine/.plan")
+    # auto: by file suffix (.engine/.plan -> tensorrt, otherwise onnxruntime).
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
+    # Detections at or below this confidence are dropped (Ultralytics' `conf`).
+    conf: float = Field(0.25, ge=0, le=1)
+    # NMS IoU threshold (Ultralytics' `iou`).
+    iou: float = Field(0.7, ge=0, le=1)
+    max_det: int = Field(300, ge=1, le=10000)
+    # ONNX Runtime intra-op threads; None = one per physical core.
+    threads: int | None = Field(None, ge=1, le=64)
+
+    @field_validator("path")
+    @classmethod
+    def _model_exists(cls, v: Path) -> Path:
+        if not v.is_file():
+            raise ValueError(
+                f"model file {v} does not exist; point model.path at the exported "
+                "model (e.g. /opt/rvm-detector/models/<name>/<sha256>/model.onnx)"
+            )
+        return v
+
+
+class TriggerConfig(_Strict):
+    # continuous: detect at up to `fps` and record a deposit whenever an item
+    # appears in an empty chute. deposit: detect only when the machine's
+    # controller calls POST /deposit.
+    mode: Literal["continuous", "deposit"] = "deposit"
+    fps: float = Field(5.0, gt=0, le=240)
+    # continuous: this many frames without detections end an item's presence.
+    clear_frames: int = Field(3, ge=1, le=1000)
+    # Frames examined per deposit; the one with the most confident detection is kept.
+    deposit_frames: int = Field(3, ge=1, le=100)
+    # POST /deposit gives up (504) when no fresh frames arrive within this time.
+    deposit_timeout_s: float = Field(5.0, gt=0, le=120)
+
+
+class VerdictConfig(_Strict):
+    # Accepted classes and the minimum confidence for each; anything else is rejected.
+    accept: dict[str, float] = Field(default_factory=lambda: {"pet_bottle": 0.5, "can": 0.5})
+    # More items than this in view at once is a reject (one item per deposit).
+    max_items: int = Field(1, ge=1, le=100)
+
+    @field_validator("accept")
+    @classmethod
+    def _confidences_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: c for k, c in v.items() if not 0 <= c <= 1}
+        if bad:
+            raise ValueError(f"confidences must be between 0 and 1, got {bad}")
+        return v
+
+
+class RecordConfig(_Strict):
+    jpeg_quality: int = Field(90, ge=10, le=100)
 
 
 class HttpConfig(_Strict):
+    # host:port of the local API (/healthz /readyz /metrics /deposit); port 0 = any free port.
     listen: str = "127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"{v!r} is not host:port; write e.g. 127.0.0.1:8080")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
 class UploadConfig(_Strict):
@@ -165,3 +265,7 @@ class Config(_Strict):
     platform: PlatformConfig
     spool: SpoolConfig
     http: HttpConfig = HttpConfig()
+    trigger: TriggerConfig = TriggerConfig()
+    verdict: VerdictConfig = VerdictConfig()
+    record: RecordConfig = RecordConfig()
+    logging: LoggingConfig = LoggingConfig()
