@@ -1,0 +1,529 @@
+"""The durable outbox between detection and the platform.
+
+One SQLite database in WAL mode (`spool.db`) holds a row per deposit; the image
+sits beside it as `images/<uuid>.jpg`. `put` writes and fsyncs the image file
+and its directory entry first, then commits the row with synchronous=FULL, so
+when `put` returns the deposit survives kill -9 and power loss. A row is the
+commit marker: an image without a row (a crash between the two steps) is an
+orphan and is removed when the spool is opened. A row leaves only after the
+platform answered 2xx (`ack`), so delivery is at-least-once; the platform
+de-duplicates on the deposit uuid (Idempotency-Key).
+
+Disk budget: when images + database would exceed `max_bytes`, the oldest
+images are shed (file deleted, row kept and marked) so records are never lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rvm_detector import upload_metrics
+from rvm_detector.records import DepositRecord
+
+log = logging.getLogger(__name__)
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS deposits (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL,
+    session_id TEXT,
+    image_name TEXT,
+    image_bytes INTEGER NOT NULL DEFAULT 0,
+    image_shed INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    dead_status INTEGER,
+    dead_body TEXT,
+    dead_at REAL
+);
+CREATE INDEX IF NOT EXISTS deposits_due ON deposits (state, next_attempt_at, seq);
+CREATE TABLE IF NOT EXISTS offline_transactions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'dead')),
+    dead_body TEXT
+);
+"""
+# Dead-letter bodies are kept for the operator, not archived forever.
+_MAX_BODY_CHARS = 16_384
+_EXPORT_COLUMNS = (
+    "uuid",
+    "created_at",
+    "status",
+    "state",
+    "attempts",
+    "last_error",
+    "image_name",
+    "image_shed",
+    "dead_status",
+    "dead_body",
+    "dead_at",
+    "session_id",
+    "data",
+)
+_VERDICT_STATUS = {"accept": "ACCEPTED", "reject": "REJECTED"}
+
+
+class SpoolError(RuntimeError):
+    """The spool cannot be opened or written; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class SpooledDeposit:
+    uuid: str
+    status: str
+    data: str
+    session_id: str | None
+    image_name: str | None
+    image_shed: bool
+    attempts: int
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    pending: int
+    dead: int
+    inflight: int
+    image_bytes: int
+    db_bytes: int
+    shed_pending: int
+    oldest_age_s: float
+    offline_transactions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    # Keep the WAL small so it does not eat the disk budget between checkpoints.
+    conn.execute("PRAGMA wal_autocheckpoint=256")
+    conn.execute("PRAGMA journal_size_limit=1048576")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class Spool:
+    """SQLite + files outbox; a `Sink` (`put`) for the detector, a queue for the uploader.
+
+    Thread-safe. One process owns a spool directory; the CLI may read it (and
+    `retry_dead`) while the service runs.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int = 2 * 1024**3) -> None:
+        self.directory = Path(directory)
+        self.images = self.directory / "images"
+        self.max_bytes = max_bytes
+        try:
+            for d in (self.directory, self.images):
+                if not d.is_dir():
+                    d.mkdir(parents=True, mode=0o750, exist_ok=True)
+                    _fsync_dir(d.parent)
+            self._db_path = self.directory / "spool.db"
+            # Enqueues must be on disk before `put` returns: FULL fsyncs the WAL on
+            # commit. Acks and retry bookkeeping may be lost on power loss (the
+            # deposit is then sent again and de-duplicated by the platform), so they
+            # use NORMAL and skip the fsync.
+            self._durable = _connect(self._db_path, "FULL")
+            self._fast = _connect(self._db_path, "NORMAL")
+            self._migrate()
+        except (OSError, sqlite3.Error) as e:
+            raise SpoolError(
+                f"cannot open the spool in {self.directory}: {e}; check spool.dir exists, "
+                "is writable by the service user and the disk is not full"
+            ) from e
+        self._lock = threading.Lock()
+        self._work = threading.Condition(threading.Lock())
+        self._inflight: set[str] = set()
+        self._image_bytes = 0
+        self._over_budget_warned = False
+        self._last_shed_log = 0.0
+        self._shed_since_log = 0
+        self._remove_orphans()
+
+    # -- set-up ---------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        (version,) = self._durable.execute("PRAGMA user_version").fetchone()
+        if version > _SCHEMA_VERSION:
+            raise SpoolError(
+                f"{self._db_path} has schema {version}, newer than this release "
+                f"({_SCHEMA_VERSION}); roll forward again or move the spool aside"
+            )
+        self._durable.executescript(_SCHEMA)
+        self._durable.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    def _remove_orphans(self) -> None:
+        """Delete images with no row: left by a crash between file write and commit."""
+        with self._lock:
+            rows = self._fast.execute(
+                "SELECT image_name, image_bytes FROM deposits WHERE image_name IS NOT NULL"
+            ).fetchall()
+            known = {name for name, _ in rows}
+            self._image_bytes = sum(size for _, size in rows)
+            for entry in os.scandir(self.images):
+                if entry.name not in known:
+                    log.info("spool: removing orphan image %s (crash before commit)", entry.name)
+                    os.unlink(entry.path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._durable.close()
+            self._fast.close()
+
+    # -- producer side --------------------------------------------------------
+
+    def put(self, record: DepositRecord) -> None:
+        """Accept a deposit record durably (the `Sink` protocol)."""
+        data = record.to_dict()
+        data["client_ref"] = record.uuid
+        self.enqueue(
+            uuid=record.uuid,
+            status=_VERDICT_STATUS.get(record.verdict, record.verdict.upper()),
+            data=data,
+            image=record.jpeg,
+            session_id=record.session_id,
+        )
+
+    def enqueue(
+        self,
+        *,
+        uuid: str,
+        status: str,
+        data: dict[str, Any],
+        image: bytes,
+        session_id: str | None = None,
+    ) -> None:
+        """Store one deposit; durable when this returns. A repeated uuid is a no-op."""
+        if "/" in uuid or uuid.startswith("."):
+            raise ValueError(f"deposit uuid {uuid!r} is not a plain identifier")
+        with self._lock:
+            if self._fast.execute("SELECT 1 FROM deposits WHERE uuid=?", (uuid,)).fetchone():
+                return
+        name = f"{uuid}.jpg"
+        path = self.images / name
+        # O_TRUNC: an orphan of a crashed earlier attempt for this uuid is overwritten.
+        with open(path, "wb", opener=lambda p, f: os.open(p, f, 0o640)) as f:
+            f.write(image)
+            f.flush()
+            os.fsync(f.fileno())
+        _fsync_dir(self.images)
+        body = json.dumps(data, separators=(",", ":"), sort_keys=True)
+        with self._lock:
+            shed, keep_image = self._make_room(len(image))
+            try:
+                self._durable.execute(
+                    "INSERT OR IGNORE INTO deposits (uuid, created_at, status, data, session_id,"
+                    " image_name, image_bytes, image_shed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        uuid,
+                        time.time(),
+                        status,
+                        body,
+                        session_id,
+                        name if keep_image else None,
+                        len(image) if keep_image else 0,
+                        0 if keep_image else 1,
+                    ),
+                )
+            except sqlite3.Error as e:
+                path.unlink(missing_ok=True)
+                raise SpoolError(f"cannot store deposit {uuid} in {self._db_path}: {e}") from e
+            if keep_image:
+                self._image_bytes += len(image)
+            else:
+                shed.append(name)
+                upload_metrics.IMAGES_SHED.inc()
+                self._warn_over_budget()
+        for victim in shed:
+            (self.images / victim).unlink(missing_ok=True)
+        with self._work:
+            self._work.notify_all()
+
+    def _db_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(f"{self._db_path}{suffix}").st_size
+        return total
+
+    def _make_room(self, incoming: int) -> tuple[list[str], bool]:
+        """Shed oldest images so `incoming` fits.
+
+        Returns the file names to unlink after the commit and whether the new
+        image fits. Runs under `_lock`. Rows are updated before files go, so a
+        crash leaves at worst an orphan file (removed at open); if the update
+        itself is lost, `read_image` finds no file and sends the record as shed.
+        """
+        over = self._image_bytes + incoming + self._db_bytes() - self.max_bytes
+        if over <= 0:
+            return [], True
+        # Free 5% of the budget beyond what is needed, so shedding runs in batches.
+        target = over + self.max_bytes // 20
+        victims: list[tuple[str, str, int]] = []
+        freed = 0
+        for uuid, name, size in self._fast.execute(
+            "SELECT uuid, image_name, image_bytes FROM deposits"
+            " WHERE image_name IS NOT NULL ORDER BY seq"
+        ):
+            victims.append((uuid, name, size))
+            freed += size
+            if freed >= target:
+                break
+        if victims:
+            self._fast.execute("BEGIN IMMEDIATE")
+            self._fast.executemany(
+                "UPDATE deposits SET image_name=NULL, image_bytes=0, image_shed=1 WHERE uuid=?",
+                [(u,) for u, _, _ in victims],
+            )
+            self._fast.execute("COMMIT")
+            self._image_bytes -= freed
+            upload_metrics.IMAGES_SHED.inc(len(victims))
+            self._log_shed(len(victims))
+        return [name for _, name, _ in victims], freed >= over
+
+    def _log_shed(self, n: int) -> None:
+        self._shed_since_log += n
+        now = time.monotonic()
+        if now - self._last_shed_log >= 60:
+            log.warning(
+                "spool: disk budget spool.max_bytes=%d reached; shed %d oldest image(s) "
+                "since the last report. Their records are kept and sent with a "
+                "placeholder image (data.image_shed=true)",
+                self.max_bytes,
+                self._shed_since_log,
+            )
+            self._last_shed_log = now
+            self._shed_since_log = 0
+
+    def _warn_over_budget(self) -> None:
+        if not self._over_budget_warned:
+            self._over_budget_warned = True
+            log.error(
+                "spool: database alone exceeds spool.max_bytes=%d; records are still kept "
+                "(never dropped) but without images. Raise spool.max_bytes or restore "
+                "the uplink",
+                self.max_bytes,
+            )
+
+    def add_offline_transaction(self, timestamp: str, items: list[dict[str, Any]]) -> None:
+        """Queue a transaction completed offline for POST /edge/sync-offline."""
+        body = json.dumps({"timestamp": timestamp, "items": items}, separators=(",", ":"))
+        with self._lock:
+            self._durable.execute(
+                "INSERT INTO offline_transactions (created_at, body) VALUES (?, ?)",
+                (time.time(), body),
+            )
+        with self._work:
+            self._work.notify_all()
+
+    # -- consumer side --------------------------------------------------------
+
+    def claim(self, now: float | None = None) -> SpooledDeposit | None:
+        """The oldest due pending deposit not already being sent, marked in flight."""
+        now = time.time() if now is None else now
+        with self._lock:
+            skip = tuple(self._inflight)
+            marks = ",".join("?" * len(skip))
+            where = f" AND uuid NOT IN ({marks})" if skip else ""
+            row = self._fast.execute(
+                "SELECT uuid, status, data, session_id, image_name, image_shed, attempts"
+                " FROM deposits WHERE state='pending' AND next_attempt_at<=?"
+                f"{where} ORDER BY next_attempt_at, seq LIMIT 1",
+                (now, *skip),
+            ).fetchone()
+            if row is None:
+                return None
+            self._inflight.add(row[0])
+        return SpooledDeposit(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
+
+    def has_backlog(self, now: float | None = None) -> bool:
+        """Whether more deposits are due than are in flight (work is waiting)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            n = len(self._inflight)
+            (due,) = self._fast.execute(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM deposits WHERE state='pending'"
+                " AND next_attempt_at<=? LIMIT ?)",
+                (now, n + 1),
+            ).fetchone()
+        return due > n
+
+    def read_image(self, item: SpooledDeposit) -> bytes | None:
+        """The image bytes, or None when shed (or lost from disk, which is logged)."""
+        if item.image_name is None:
+            return None
+        try:
+            return (self.images / item.image_name).read_bytes()
+        except FileNotFoundError:
+            # Shed between claim and read, or removed by hand: send without it.
+            log.warning("spool: image for %s is gone; sending it as shed", item.uuid)
+            return None
+
+    def ack(self, uuid: str) -> None:
+        """The platform has the deposit: forget it."""
+        with self._lock:
+            row = self._fast.execute(
+                "SELECT image_name, image_bytes FROM deposits WHERE uuid=?", (uuid,)
+            ).fetchone()
+            self._fast.execute("DELETE FROM deposits WHERE uuid=?", (uuid,))
+            self._inflight.discard(uuid)
+            if row and row[0]:
+                self._image_bytes -= row[1]
+        if row and row[0]:
+            (self.images / row[0]).unlink(missing_ok=True)
+
+    def retry_later(self, uuid: str, delay_s: float, error: str) -> None:
+        with self._lock:
+            self._fast.execute(
+                "UPDATE deposits SET attempts=attempts+1, next_attempt_at=?, last_error=?"
+                " WHERE uuid=?",
+                (time.time() + delay_s, error[:1000], uuid),
+            )
+            self._inflight.discard(uuid)
+
+    def release(self, uuid: str) -> None:
+        """Give a claimed deposit back untouched (shutdown, or the platform gate closed)."""
+        with self._lock:
+            self._inflight.discard(uuid)
+
+    def dead_letter(self, uuid: str, status: int | None, body: str, error: str) -> None:
+        """Park a deposit the platform refused for good; kept until `retry_dead`."""
+        with self._lock:
+            self._durable.execute(
+                "UPDATE deposits SET state='dead', attempts=attempts+1, dead_status=?,"
+                " dead_body=?, dead_at=?, last_error=? WHERE uuid=?",
+                (status, body[:_MAX_BODY_CHARS], time.time(), error[:1000], uuid),
+            )
+            self._inflight.discard(uuid)
+        upload_metrics.DEAD_LETTERS.inc()
+
+    def retry_dead(self, uuids: list[str] | None = None) -> int:
+        """Move dead letters (all, or the given uuids) back to the queue; returns how many."""
+        with self._lock:
+            sql = "UPDATE deposits SET state='pending', attempts=0, next_attempt_at=0"
+            sql += " WHERE state='dead'"
+            args: tuple[str, ...] = ()
+            if uuids:
+                sql += f" AND uuid IN ({','.join('?' * len(uuids))})"
+                args = tuple(uuids)
+            n = self._durable.execute(sql, args).rowcount
+            self._durable.execute(
+                "UPDATE offline_transactions SET state='pending', dead_body=NULL WHERE state='dead'"
+            )
+        with self._work:
+            self._work.notify_all()
+        return n
+
+    def next_due_in(self, now: float | None = None) -> float | None:
+        """Seconds until the earliest pending deposit is due (0 if due); None if empty."""
+        now = time.time() if now is None else now
+        with self._lock:
+            (due,) = self._fast.execute(
+                "SELECT MIN(next_attempt_at) FROM deposits WHERE state='pending'"
+            ).fetchone()
+        return None if due is None else max(0.0, due - now)
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Sleep until a new deposit arrives or `timeout` passes."""
+        with self._work:
+            self._work.wait(timeout)
+
+    def wake(self) -> None:
+        with self._work:
+            self._work.notify_all()
+
+    def offline_batch(self, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
+        with self._lock:
+            rows = self._fast.execute(
+                "SELECT id, body FROM offline_transactions WHERE state='pending'"
+                " ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(i, json.loads(body)) for i, body in rows]
+
+    def remove_offline(self, ids: list[int]) -> None:
+        with self._lock:
+            self._fast.executemany(
+                "DELETE FROM offline_transactions WHERE id=?", [(i,) for i in ids]
+            )
+
+    def dead_offline(self, tx_id: int, body: str) -> None:
+        with self._lock:
+            self._durable.execute(
+                "UPDATE offline_transactions SET state='dead', dead_body=? WHERE id=?",
+                (body[:_MAX_BODY_CHARS], tx_id),
+            )
+        upload_metrics.DEAD_LETTERS.inc()
+
+    # -- operator views -------------------------------------------------------
+
+    def stats(self, now: float | None = None) -> SpoolStats:
+        now = time.time() if now is None else now
+        with self._lock:
+            pending, shed, oldest = self._fast.execute(
+                "SELECT COUNT(*), COALESCE(SUM(image_shed), 0), MIN(created_at)"
+                " FROM deposits WHERE state='pending'"
+            ).fetchone()
+            (dead,) = self._fast.execute(
+                "SELECT COUNT(*) FROM deposits WHERE state='dead'"
+            ).fetchone()
+            (offline,) = self._fast.execute(
+                "SELECT COUNT(*) FROM offline_transactions WHERE state='pending'"
+            ).fetchone()
+            inflight = len(self._inflight)
+            image_bytes = self._image_bytes
+            db_bytes = self._db_bytes()
+        return SpoolStats(
+            pending=pending,
+            dead=dead,
+            inflight=inflight,
+            image_bytes=image_bytes,
+            db_bytes=db_bytes,
+            shed_pending=shed,
+            oldest_age_s=0.0 if oldest is None else max(0.0, now - oldest),
+            offline_transactions=offline,
+        )
+
+    def export(self, state: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every deposit row (optionally only 'pending' or 'dead') as a JSON-able dict."""
+        sql = f"SELECT {', '.join(_EXPORT_COLUMNS)} FROM deposits"
+        args: tuple[str, ...] = ()
+        if state:
+            sql += " WHERE state=?"
+            args = (state,)
+        with self._lock:
+            rows = self._fast.execute(sql + " ORDER BY seq", args).fetchall()
+        keys = _EXPORT_COLUMNS
+        for row in rows:
+            d = dict(zip(keys, row, strict=True))
+            d["image_shed"] = bool(d["image_shed"])
+            d["data"] = json.loads(d["data"])
+            yield d
