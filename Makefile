@@ -1,0 +1,52 @@
+# Two commands matter: `make lab` (a local fleet, converged) and `make test` (everything CI runs).
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+VENV := .venv/bin
+LAB ?= rvm
+LAB_HOSTS ?= jetson-lab-01 jetson-lab-02
+LAB_INVENTORY := inventories/lab/hosts.yml
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: setup lab lab-down lab-status lint test test-python test-molecule model
+
+setup:
+	@bash scripts/setup.sh
+
+lab: setup
+	@if python3 lab/rvmlab.py list | grep -q "^$(LAB)\b"; then \
+	  echo "lab $(LAB) is up already; converging it again"; \
+	else \
+	  python3 lab/rvmlab.py up --lab $(LAB) $(foreach h,$(LAB_HOSTS),--host $(h)) --inventory $(LAB_INVENTORY); \
+	fi
+	ansible-playbook site.yml -i inventories/lab
+	@python3 lab/rvmlab.py list | awk -F'\t' '{print "\nlab " $$1 ": " $$3}'
+	@echo "ssh in:    ssh -i /var/lib/rvm-lab/labs/$(LAB)/id_ed25519 -o UserKnownHostsFile=/var/lib/rvm-lab/labs/$(LAB)/known_hosts root@<address>"
+	@echo "or:        python3 lab/rvmlab.py shell --lab $(LAB) --host <name>"
+	@echo "journal:   python3 lab/rvmlab.py journal --lab $(LAB)"
+	@echo "tear down: make lab-down"
+
+lab-down:
+	python3 lab/rvmlab.py down --lab $(LAB)
+	rm -f $(LAB_INVENTORY)
+
+lab-status:
+	@python3 lab/rvmlab.py list
+
+lint: setup
+	ruff check .
+	ruff format --check .
+	ansible-lint
+	for inv in production staging lab; do ansible-playbook site.yml -i inventories/$$inv --syntax-check; done
+
+test-python: setup
+	pytest
+
+test-molecule: setup
+	bash scripts/molecule.sh default
+
+# What CI runs (.ci/run calls exactly this).
+test: lint test-python test-molecule
+
+model: setup
+	nice -n 15 $(VENV)/python training/train.py

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything the repository needs on a Debian/Ubuntu controller: the lab's
+# Debian packages and the Python toolchain in .venv. Safe to run again: it only does
+# what is missing or what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LAB_PACKAGES=(debootstrap systemd-container iptables iproute2 openssh-client python3-venv util-linux)
+missing=()
+for pkg in "${LAB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $EUID -ne 0 ]]; then
+    echo "setup: missing Debian packages: ${missing[*]}" >&2
+    echo "setup: run 'sudo make setup' (or: sudo apt-get install ${missing[*]})" >&2
+    exit 2
+  fi
+  echo "setup: installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON=${PYTHON:-python3}
+stamp_key=$(cat requirements.txt app/pyproject.toml | sha256sum | cut -c1-16)
+stamp=.venv/.setup-$stamp_key
+if [[ -f $stamp ]]; then
+  echo "setup: .venv is up to date"
+  exit 0
+fi
+[[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+echo "setup: installing the Python toolchain into .venv (first time: a few minutes)"
+.venv/bin/pip install -q --upgrade pip
+# The app with its `export` extra (ultralytics + torch) is needed by the parity tests
+# and by training; the device runtime never installs that extra.
+.venv/bin/pip install -q -r requirements.txt -e 'app[export]'
+rm -f .venv/.setup-*
+touch "$stamp"
+echo "setup: done"
