@@ -285,7 +285,7 @@ class Uploader:
         else:
             log.error(
                 "uploader: platform refused deposit %s for good, moved to dead letters "
-                "(see `rvm-detector spool export --dead`): %s",
+                "(see `rvm-detector spool ... export --state dead`): %s",
                 item.uuid,
                 describe(reply),
             )
