@@ -256,7 +256,9 @@ def create_network(state: dict) -> None:
         rule = [table, chain, *spec, "-m", "comment", "--comment", comment]
         state["nat"].append(rule)
         save_state(state)
-        run("iptables", "-w", "-t", table, "-A", chain, *spec, "-m", "comment", "--comment", comment)
+        run(
+            "iptables", "-w", "-t", table, "-A", chain, *spec, "-m", "comment", "--comment", comment
+        )
 
 
 def create_host(state: dict, root: Path, n: int, name: str, groups: list[str], key: Path):
@@ -284,12 +286,33 @@ def create_host(state: dict, root: Path, n: int, name: str, groups: list[str], k
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     (ssh_dir / "authorized_keys").write_text(key.with_suffix(".pub").read_text())
     (ssh_dir / "authorized_keys").chmod(0o600)
-    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
-        "-f", str(hostdir / "etc/ssh/ssh_host_ed25519_key"))
+    run(
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        name,
+        "-f",
+        str(hostdir / "etc/ssh/ssh_host_ed25519_key"),
+    )
 
     run("ip", "netns", "add", host["netns"])
-    run("ip", "link", "add", host["veth"], "type", "veth", "peer", "name", "eth0",
-        "netns", host["netns"])
+    run(
+        "ip",
+        "link",
+        "add",
+        host["veth"],
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        host["netns"],
+    )
     run("ip", "link", "set", host["veth"], "master", state["bridge"], "up")
     ns = ["ip", "-n", host["netns"]]
     run(*ns, "link", "set", "lo", "up")
@@ -448,7 +471,9 @@ def down(lab: str) -> bool:
             if Path(f"/sys/class/net/{host['veth']}").exists():
                 run("ip", "link", "del", host["veth"], check=False)
         for table, chain, *spec in state["nat"]:
-            while run("iptables", "-w", "-t", table, "-C", chain, *spec, check=False).returncode == 0:
+            while (
+                run("iptables", "-w", "-t", table, "-C", chain, *spec, check=False).returncode == 0
+            ):
                 run("iptables", "-w", "-t", table, "-D", chain, *spec)
         if Path(f"/sys/class/net/{state['bridge']}").exists():
             run("ip", "link", "del", state["bridge"])
