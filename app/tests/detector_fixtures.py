@@ -34,12 +34,15 @@ def committed_model() -> Path:
     return MODEL
 
 
+def is_smoke_model() -> bool:
+    """The 1-epoch smoke model committed before training finished detects nothing."""
+    return "smoke" in json.loads((MODEL_DIR / "manifest.json").read_text()).get("version", "")
+
+
 def trained_model() -> Path:
-    """The committed model, when it is the trained one (the smoke model detects nothing)."""
     model = committed_model()
-    version = json.loads((MODEL_DIR / "manifest.json").read_text()).get("version", "")
-    if "smoke" in version:
-        pytest.skip(f"committed model is {version}, a 1-epoch smoke model; needs the trained one")
+    if is_smoke_model():
+        pytest.skip("the committed model is the 1-epoch smoke model; this needs the trained one")
     return model
 
 
