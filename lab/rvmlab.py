@@ -112,11 +112,18 @@ def root_path() -> Path:
 def build_root(force: bool = False) -> Path:
     """Build the base root once per recipe; later calls return the cache."""
     root = root_path()
-    if root.is_dir() and not force:
-        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # One builder at a time; a lab being created meanwhile waits for the finished root.
+    with open(root.parent / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if root.is_dir() and not force:
+            return root
+        return _debootstrap(root, force)
+
+
+def _debootstrap(root: Path, force: bool) -> Path:
     work = root.with_name(root.name + ".building")
     shutil.rmtree(work, ignore_errors=True)
-    work.parent.mkdir(parents=True, exist_ok=True)
     log(f"building the base root {root.name} with debootstrap (once per recipe, ~1-2 min)")
     start = time.monotonic()
     proc = subprocess.run(

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Times the lab's life cycle and prints a Markdown table of medians.
+
+  sudo .venv/bin/python scripts/bench_lab.py --runs 3 [--root-runs 2]
+
+Steps: build the cached root (forced rebuild), create a 2-host lab, converge it with
+site.yml, re-converge it with no changes, tear it down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RVMLAB = [sys.executable, str(REPO / "lab" / "rvmlab.py")]
+LAB = "bench"
+
+
+def timed(cmd: list[str], **kw) -> tuple[float, str]:
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, **kw)
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return elapsed, proc.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--root-runs", type=int, default=1)
+    args = parser.parse_args()
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "NO_COLOR": "1"}
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
+    inventory = Path(f"/tmp/rvmlab-{LAB}-inventory.yml")
+    playbook = ["ansible-playbook", "site.yml", "-i", str(inventory)]
+    playbook += ["-i", str(REPO / "inventories" / "lab")]
+    times: dict[str, list[float]] = {"build root": [], "create lab": [], "converge": []}
+    times["re-converge"] = []
+    for _ in range(args.root_runs):
+        times["build root"].append(timed([*RVMLAB, "build-root", "--force"])[0])
+    subprocess.run([*RVMLAB, "down", "--lab", LAB], capture_output=True)
+    for _ in range(args.runs):
+        up = [*RVMLAB, "up", "--lab", LAB, "--host", "dev-01", "--host", "dev-02"]
+        times["create lab"].append(timed([*up, "--inventory", str(inventory)])[0])
+        try:
+            times["converge"].append(timed(playbook, env=env)[0])
+            elapsed, out = timed(playbook, env=env)
+            changed = [line for line in out.splitlines() if "changed=" in line]
+            if any("changed=0" not in line for line in changed):
+                sys.exit(f"re-converge changed something:\n{chr(10).join(changed)}")
+            times["re-converge"].append(elapsed)
+        finally:
+            subprocess.run([*RVMLAB, "down", "--lab", LAB], capture_output=True)
+    print("| step | median (s) | runs (s) |\n|---|---|---|")
+    for step, values in times.items():
+        runs = ", ".join(f"{v:.1f}" for v in values)
+        print(f"| {step} | {statistics.median(values):.1f} | {runs} |")
+    print(json.dumps(times), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
