@@ -45,8 +45,8 @@ test-python: setup
 test-molecule: setup
 	bash scripts/molecule.sh default
 
-# What CI runs (.ci/run calls exactly this).
-test: lint test-python test-molecule
+# What CI runs (.ci/run calls exactly this). pytest last: its summary closes the log.
+test: lint test-molecule test-python
 
 model: setup
 	nice -n 15 $(VENV)/python training/train.py
