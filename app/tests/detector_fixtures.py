@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -91,13 +92,22 @@ def write_config(tmp_path: Path, model: Path, source: Path | str, **sections: An
 
 
 def read_records(spool_dir: Path) -> list[dict[str, Any]]:
-    """Committed deposit records (JSON + the JPEG's decoded shape) from the sink."""
-    from rvm_detector.records import DirectorySink
+    """Deposit records committed to the spool: the record's JSON plus its JPEG's decoded shape.
 
+    Read-only SQLite, so it is safe while the service runs (the platform in these
+    tests is unreachable, so nothing is uploaded and removed).
+    """
+    db = sqlite3.connect(f"file:{spool_dir / 'spool.db'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT data, image_name FROM deposits ORDER BY seq").fetchall()
+    finally:
+        db.close()
     out = []
-    for r in DirectorySink(spool_dir / "records").records():
-        d = r.to_dict()
-        image = cv2.imdecode(np.frombuffer(r.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    for data, image_name in rows:
+        d = json.loads(data)
+        assert d.pop("client_ref") == d["uuid"]
+        jpeg = (spool_dir / "images" / image_name).read_bytes()
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
         d["image_shape"] = None if image is None else image.shape
         out.append(d)
     return out

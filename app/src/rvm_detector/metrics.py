@@ -51,6 +51,9 @@ FRAMES_DETECTED = Counter(
 DEPOSITS = Counter(
     "rvm_deposits_total", "Deposit records handed to the sink", ["verdict"], registry=REGISTRY
 )
+# Both series exist from the start, so a rate() over them is defined before the first deposit.
+for _verdict in ("accept", "reject"):
+    DEPOSITS.labels(_verdict)
 DEPOSIT_ERRORS = Counter(
     "rvm_deposit_errors_total",
     "Deposit records the sink refused (the record was not accepted)",

@@ -1,0 +1,181 @@
+"""`rvm-detector run` as a real process: video in, deposit records out, health, signals."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from detector_fixtures import (
+    RunningDetector,
+    committed_model,
+    heldout_images,
+    read_records,
+    trained_model,
+    write_config,
+    write_video,
+)
+from test_detection import NAMES, tiny_onnx
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
+    assert m, f"{name}{labels} not in /metrics"
+    return float(m.group(1))
+
+
+@pytest.fixture
+def running():
+    started: list[RunningDetector] = []
+
+    def start(config: Path, env: dict[str, str] | None = None) -> RunningDetector:
+        det = RunningDetector(config, env)
+        started.append(det)
+        return det
+
+    yield start
+    for det in started:
+        det.terminate()
+
+
+def test_video_deposits_via_http_api_with_health_metrics_and_sd_notify(
+    tmp_path: Path, running
+) -> None:
+    frames = [cv2.imread(str(p)) for p in heldout_images(tmp_path / "held", 6)]
+    video = write_video(tmp_path / "chute.avi", frames)
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(30)
+    config = write_config(tmp_path, committed_model(), video, camera={"name": "chute-1", "fps": 20})
+    det = running(config, {"NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "400000"})
+
+    # systemd Type=notify: READY=1 once up, then WATCHDOG=1 again and again.
+    messages = []
+    while not any("WATCHDOG=1" in m for m in messages[1:]) or len(messages) < 3:
+        messages.append(notify.recv(4096).decode())
+    notify.close()
+    assert messages[0].startswith("READY=1\nSTATUS=ready"), messages[0]
+    assert sum("WATCHDOG=1" in m for m in messages) >= 2
+
+    assert det.get("/healthz").json() == {"status": "alive"}
+    det.wait_ready()
+    ready = det.get("/readyz").json()
+    assert ready["ready"] is True
+    assert (
+        ready["checks"]["model"]["ok"] and "deposit-yolo11n" in ready["checks"]["model"]["detail"]
+    )
+    assert ready["checks"]["camera"]["ok"]
+
+    answers = [det.post("/deposit", {"session_id": f"s-{i}"}) for i in range(2)]
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    bad = det.post("/deposit", ["not", "an", "object"])
+    assert bad.status_code == 400 and "JSON object" in bad.json()["error"]
+
+    records = {r["uuid"]: r for r in read_records(tmp_path / "spool")}
+    manifest = json.loads((committed_model().parent / "manifest.json").read_text())
+    for i, answer in enumerate(answers):
+        rec = records[answer.json()["uuid"]]
+        assert rec == {**answer.json(), "image_shape": (240, 320, 3)}
+        assert rec["session_id"] == f"s-{i}" and rec["camera"] == "chute-1"
+        assert rec["model"] == {
+            "name": "deposit-yolo11n",
+            "version": manifest["version"],
+            "sha256": manifest["sha256"],
+        }
+        assert rec["verdict"] in ("accept", "reject") and rec["reason"]
+
+    text = det.get("/metrics").text
+    accepted = metric(text, "rvm_deposits_total", '{verdict="accept"}')
+    assert accepted + metric(text, "rvm_deposits_total", '{verdict="reject"}') == 2
+    assert metric(text, "rvm_frames_captured_total", '{camera="chute-1"}') >= 6
+    assert metric(text, "rvm_inference_seconds_count") >= 6  # 3 frames per deposit
+    assert metric(text, "rvm_camera_up", '{camera="chute-1"}') == 1
+    assert metric(text, "rvm_queue_depth", '{queue="frames"}') <= 2
+    assert "rvm_frames_dropped_total" in text and "rvm_camera_reconnects_total" in text
+
+    assert det.terminate() == 0
+    assert det.logs[-1]["msg"] == "stopped"
+
+
+def test_sigterm_finishes_the_deposit_in_hand(tmp_path: Path, running) -> None:
+    frames = tmp_path / "frames"
+    for i, p in enumerate(heldout_images(tmp_path / "held", 4)):
+        (frames / f"{i}.jpg").parent.mkdir(exist_ok=True)
+        (frames / f"{i}.jpg").write_bytes(p.read_bytes())
+    # 2 fps and 3 frames per deposit: a deposit takes over a second, time to interrupt it.
+    config = write_config(
+        tmp_path, committed_model(), frames, camera={"fps": 2}, trigger={"deposit_frames": 3}
+    )
+    det = running(config)
+    det.wait_ready()
+    answer = {}
+    poster = threading.Thread(target=lambda: answer.update(r=det.post("/deposit")))
+    poster.start()
+    det.wait_log(lambda e: e.get("msg") == "http listening")
+    time.sleep(0.6)
+    code = det.terminate()
+    poster.join(timeout=30)
+    assert code == 0
+    assert answer["r"].status_code == 200, answer["r"].text
+    msgs = [e["msg"] for e in det.logs]
+    assert msgs.index("shutdown requested; finishing the deposit in hand") < msgs.index(
+        "deposit recorded"
+    ), msgs
+    (record,) = read_records(tmp_path / "spool")
+    assert record["uuid"] == answer["r"].json()["uuid"]
+    assert record["image_shape"] == (240, 320, 3)
+
+
+def test_wrong_model_shape_keeps_readyz_false(tmp_path: Path, running) -> None:
+    model = tiny_onnx(tmp_path / "gray.onnx", [1, 1, 64, 64], [1, 7, 84], NAMES)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "a.jpg"), np.full((240, 320, 3), 90, np.uint8))
+    config = write_config(tmp_path, model, frames, verdict={"accept": {"a": 0.5}})
+    det = running(config)
+    problem = det.wait_msg("model not usable; /readyz stays false")["problem"]
+    assert "[1, 1, 64, 64]" in problem and "[1, 3, height, width]" in problem
+    assert det.get("/healthz").status_code == 200
+    ready = det.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["model"] == {"ok": False, "detail": problem}
+    refused = det.post("/deposit")
+    assert refused.status_code == 503 and "no usable model" in refused.json()["error"]
+    assert metric(det.get("/metrics").text, "rvm_ready") == 0
+    assert det.terminate() == 0
+
+
+def test_continuous_mode_records_each_item_in_a_video(tmp_path: Path, running) -> None:
+    model = trained_model()
+    held = [cv2.imread(str(p)) for p in heldout_images(tmp_path / "held", 4)]
+    empty = np.full_like(held[0], 90)
+    # Four items, each in view for 5 frames, with an empty chute in between.
+    frames = []
+    for item in held:
+        frames += [empty] * 6 + [item] * 5
+    frames += [empty] * 6
+    video = write_video(tmp_path / "chute.avi", frames, fps=20)
+    config = write_config(
+        tmp_path,
+        model,
+        video,
+        camera={"loop": False},
+        trigger={"mode": "continuous", "fps": 20, "clear_frames": 3, "deposit_frames": 2},
+    )
+    det = running(config)
+    # A non-looping file source: the service exits by itself once the video is used up.
+    assert det.proc.wait(timeout=120) == 0, det.output
+    records = read_records(tmp_path / "spool")
+    assert len(records) == 4, [r["detections"] for r in records]
+    for r in records:
+        assert r["detections"], r
+        assert r["verdict"] == (
+            "accept" if r["detections"][0]["class_name"] != "other" else "reject"
+        )
