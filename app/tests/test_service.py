@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 from detector_fixtures import (
     RunningDetector,
@@ -21,6 +22,7 @@ from detector_fixtures import (
     write_config,
     write_video,
 )
+from onnx import TensorProto, helper
 from test_detection import NAMES, tiny_onnx
 
 
@@ -152,7 +154,56 @@ def test_wrong_model_shape_keeps_readyz_false(tmp_path: Path, running) -> None:
     assert det.terminate() == 0
 
 
-def test_continuous_mode_records_each_item_in_a_video(tmp_path: Path, running) -> None:
+def brightness_onnx(path: Path) -> Path:
+    """A real ONNX detector whose one box scores `pet_bottle` by the frame's mean brightness.
+
+    Deterministic whatever the trained model's state: a white frame is an item,
+    a black one an empty chute (its letterbox padding alone scores about 0.1).
+    """
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 7, 1])
+    box = helper.make_tensor("box", TensorProto.FLOAT, [1, 7, 1], [32, 32, 20, 40, 0, 0, 0])
+    cls = helper.make_tensor("cls", TensorProto.FLOAT, [1, 7, 1], [0, 0, 0, 0, 1, 0, 0])
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[0, 1, 2, 3], keepdims=0),
+        helper.make_node("Mul", ["cls", "mean"], ["score"]),
+        helper.make_node("Add", ["box", "score"], ["output0"]),
+    ]
+    graph = helper.make_graph(nodes, "brightness", [inp], [out], initializer=[box, cls])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"names": "{0: 'pet_bottle', 1: 'can', 2: 'other'}"})
+    onnx.save(model, path)
+    return path
+
+
+def test_continuous_mode_records_one_deposit_per_item(tmp_path: Path, running) -> None:
+    model = brightness_onnx(tmp_path / "brightness.onnx")
+    dark, white = np.zeros((240, 320, 3), np.uint8), np.full((240, 320, 3), 255, np.uint8)
+    frames = ([dark] * 6 + [white] * 5) * 3 + [dark] * 4
+    video = write_video(tmp_path / "chute.avi", frames, fps=20)
+    config = write_config(
+        tmp_path,
+        model,
+        video,
+        camera={"loop": False, "queue_size": 64},
+        trigger={"mode": "continuous", "fps": 100, "clear_frames": 3, "deposit_frames": 2},
+    )
+    det = running(config)
+    # A non-looping file source: the service exits by itself once the video is used up.
+    assert det.proc.wait(timeout=120) == 0, det.output
+    records = read_records(tmp_path / "spool")
+    assert len(records) == 3, det.output
+    for r in records:
+        (d,) = r["detections"]
+        # A white 320x240 frame letterboxed to 64x48 plus 16 rows of grey 114 padding.
+        assert d["class_name"] == "pet_bottle"
+        assert d["confidence"] == pytest.approx((48 + 16 * 114 / 255) / 64, abs=1e-3)
+        assert r["verdict"] == "accept" and r["reason"] == "pet_bottle at confidence 0.86"
+        assert r["image_shape"] == (240, 320, 3)
+
+
+def test_trained_model_records_each_heldout_item_in_a_video(tmp_path: Path, running) -> None:
     model = trained_model()
     held = [cv2.imread(str(p)) for p in heldout_images(tmp_path / "held", 4)]
     empty = np.full_like(held[0], 90)
@@ -166,8 +217,8 @@ def test_continuous_mode_records_each_item_in_a_video(tmp_path: Path, running) -
         tmp_path,
         model,
         video,
-        camera={"loop": False},
-        trigger={"mode": "continuous", "fps": 20, "clear_frames": 3, "deposit_frames": 2},
+        camera={"loop": False, "queue_size": 64},
+        trigger={"mode": "continuous", "fps": 100, "clear_frames": 3, "deposit_frames": 2},
     )
     det = running(config)
     # A non-looping file source: the service exits by itself once the video is used up.
