@@ -212,7 +212,7 @@ def test_runtime_never_imports_torch_or_ultralytics(heldout: list[Path]) -> None
         "import json, sys\n"
         "from rvm_detector.cli import main\n"
         f"rc = main(['detect', '--model', {str(committed_model())!r}, {str(heldout[0])!r}])\n"
-        "import rvm_detector.service, rvm_detector.bench\n"
+        "import rvm_detector.service, rvm_detector.bench, rvm_detector.delivery\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics'))\n"
         "print(json.dumps({'rc': rc, 'heavy': heavy}))\n"
     )
