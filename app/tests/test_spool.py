@@ -53,8 +53,9 @@ def test_ack_removes_row_and_image_file(tmp_path: Path) -> None:
     assert item is not None
     spool.ack(item.uuid)
     assert spool.stats().pending == 0
-    assert list((tmp_path / "images").iterdir()) == []
     assert spool.stats().image_bytes == 0
+    spool.close()  # waits for the janitor that deletes acked images
+    assert list((tmp_path / "images").iterdir()) == []
 
 
 def test_released_or_retried_deposit_comes_back(tmp_path: Path) -> None:

@@ -48,6 +48,7 @@ def main() -> int:
     if args.mode == "drain":
         ok = uploader.wait_drained(120)
         uploader.stop()
+        spool.close()
         return 0 if ok else 1
     for i in range(args.start, args.start + args.count):
         uuid = f"k-{i:07d}"

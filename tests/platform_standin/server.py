@@ -429,6 +429,9 @@ class Platform:
 class _JsonHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "MyRVM-standin/1"
+    # Headers and body go out in separate writes; with Nagle on, the body waits for
+    # the client's delayed ACK (~40 ms) and the stand-in, not the client, sets the pace.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:  # type: ignore[attr-defined]
