@@ -119,6 +119,7 @@ class Service:
         self._present = False
         self._empty_scans = 0
         self._last_scan = 0.0
+        self._last_ready_check = 0.0
 
     # --- called from other threads -------------------------------------------------
 
@@ -250,10 +251,16 @@ class Service:
         return job
 
     def _watch_camera(self) -> None:
+        now = time.monotonic()
+        if now - self._last_ready_check >= 1.0:
+            # Keeps rvm_ready current for scrapers that never call /readyz.
+            self._last_ready_check = now
+            self.readiness()
         live = self.capture.is_live()
         if live != self._camera_live:
             self._camera_live = live
             metrics.CAMERA_UP.labels(self.config.camera.name).set(1 if live else 0)
+            self.notifier.status(f"camera {'delivering' if live else 'stale'}")
             if live:
                 log.info("camera delivering", extra={"camera": self.config.camera.name})
             elif self.capture.frame_age() is not None:
