@@ -34,6 +34,17 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return heldout_images(tmp_path_factory.mktemp("heldout"), 12)
 
 
+@pytest.fixture(scope="module")
+def heldout_and_camera_sized(heldout: list[Path], tmp_path_factory) -> list[Path]:
+    """The held-out frames plus four of them at 640x480, so box scaling is compared too."""
+    out = tmp_path_factory.mktemp("camera")
+    big = []
+    for p in heldout[:4]:
+        big.append(out / p.name)
+        cv2.imwrite(str(big[-1]), cv2.resize(cv2.imread(str(p)), (640, 480)))
+    return heldout + big
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -45,7 +56,9 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 # At 0.25 (the default) the trained model reports the items; at 0.01 it also reports
 # weak overlapping candidates, which exercises NMS and ordering hard.
 @pytest.mark.parametrize("conf", [0.25, 0.01])
-def test_matches_ultralytics_predict_on_heldout_images(heldout: list[Path], conf: float) -> None:
+def test_matches_ultralytics_predict_on_heldout_images(
+    heldout_and_camera_sized: list[Path], conf: float
+) -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO
 
@@ -53,7 +66,7 @@ def test_matches_ultralytics_predict_on_heldout_images(heldout: list[Path], conf
     ours = load_detector(model, conf=conf, iou=0.7)
     theirs = YOLO(str(model), task="detect")
     total = 0
-    for path in heldout:
+    for path in heldout_and_camera_sized:
         image = cv2.imread(str(path))
         mine = ours.detect(image)
         ref = theirs.predict(
