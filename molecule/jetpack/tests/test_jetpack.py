@@ -1,0 +1,232 @@
+"""What an operator checks after the Jetson roles: testinfra over Ansible's SSH.
+
+jsim-01 is a simulated Jetson (roles/jetson_simulation, LAB ONLY); plain-01 is a lab host
+that is not a Jetson. The last tests run ansible-playbook against these hosts with bad
+input and check that the host stops with a message naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+MODEL = REPO / "models/deposit-yolo11n"
+MODEL_SHA = json.loads((MODEL / "manifest.json").read_text())["sha256"]
+MODELS_DIR = "/opt/rvm-detector/models/deposit-yolo11n"
+PACKAGES = {
+    "cuda-runtime-12-6": "12.6.11-1",
+    "libcudnn9-cuda-12": "9.3.0.75-1",
+    "libnvinfer10": "10.3.0.30-1+cuda12.5",
+    "python3-libnvinfer": "10.3.0.30-1+cuda12.5",
+}
+
+
+def is_sim(host) -> bool:
+    return host.backend.get_hostname() == "jsim-01"
+
+
+def local_fact(host, name: str) -> dict:
+    return json.loads(host.file(f"/etc/ansible/facts.d/{name}.fact").content_string)
+
+
+# --- the simulated Jetson ------------------------------------------------------------
+
+
+def test_apt_source_is_nvidias_layout_signed_by_its_own_key(host):
+    if not is_sim(host):
+        pytest.skip("a plain host gets no NVIDIA source")
+    source = host.file("/etc/apt/sources.list.d/nvidia-jetson.sources")
+    assert source.exists
+    text = source.content_string
+    assert "Signed-By: /etc/apt/keyrings/nvidia-jetson.asc" in text
+    assert "Suites: r36.4" in text
+    assert "/jetson/common" in text and "/jetson/t234" in text
+    # The key is trusted for this source only, not globally.
+    assert not host.file("/etc/apt/trusted.gpg.d/nvidia-jetson.asc").exists
+    key = host.file("/etc/apt/keyrings/nvidia-jetson.asc")
+    assert key.mode == 0o644
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in key.content_string
+    # apt verified the signed Release with that key (no warning, no unauthenticated source).
+    policy = host.check_output("apt-cache policy libnvinfer10")
+    assert "file:/srv/jetson-simulation/apt/jetson/common r36.4/main" in policy
+
+
+def test_pinned_packages_are_installed_from_the_simulated_repo_and_held(host):
+    if not is_sim(host):
+        pytest.skip("a plain host gets no NVIDIA packages")
+    held = host.check_output("apt-mark showhold").split()
+    for name, version in PACKAGES.items():
+        pkg = host.package(name)
+        assert pkg.is_installed, name
+        assert pkg.version == version, name
+        assert name in held
+        assert host.file(f"/usr/share/doc/{name}/JETSON-SIMULATION").exists
+
+
+def test_tensorrt_stand_in_does_not_pass_for_tensorrt(host):
+    if not is_sim(host):
+        pytest.skip("simulated Jetson only")
+    run = host.run("python3 -c 'import tensorrt'")
+    assert run.rc == 1
+    assert "JETSON SIMULATION" in run.stderr
+    facts = local_fact(host, "jetpack")
+    assert facts["tensorrt_version"] == "10.3.0.30"
+    assert facts["tensorrt_python"] is False
+    assert facts["l4t_release"] == "36.4.3"
+
+
+def test_power_mode_is_set_and_jetson_clocks_runs(host):
+    if not is_sim(host):
+        pytest.skip("simulated Jetson only")
+    query = host.check_output("nvpmodel -q").splitlines()
+    assert query == ["NV Power Mode: MAXN_SUPER", "2"]
+    assert not host.file("/var/lib/rvm-jetpack/nvpmodel-pending").exists
+    clocks = host.service("jetson-clocks")
+    assert clocks.is_enabled
+    assert clocks.is_running  # oneshot, RemainAfterExit
+    assert "clocks: max" in host.check_output("jetson_clocks --show")
+    line = host.check_output("tegrastats --interval 100 --count 1")
+    assert " RAM " in line and " CPU [" in line and "VDD_IN" in line
+
+
+def test_zram_is_configured(host):
+    if not is_sim(host):
+        pytest.skip("the plain host uses a swap file")
+    conf = host.file("/etc/systemd/zram-generator.conf").content_string
+    assert "[zram0]" in conf and "zram-size = ram / 2" in conf
+    assert host.package("systemd-zram-generator").is_installed
+
+
+# --- both hosts ----------------------------------------------------------------------
+
+
+def test_boots_headless(host):
+    assert host.check_output("systemctl get-default") == "multi-user.target"
+
+
+def test_model_is_placed_verified_and_current(host):
+    version = host.file(f"{MODELS_DIR}/{MODEL_SHA}")
+    assert version.is_directory
+    onnx = host.file(f"{MODELS_DIR}/{MODEL_SHA}/model.onnx")
+    assert onnx.sha256sum == MODEL_SHA
+    assert onnx.user == "root" and onnx.mode == 0o644
+    manifest = json.loads(host.file(f"{MODELS_DIR}/{MODEL_SHA}/manifest.json").content_string)
+    assert manifest["sha256"] == MODEL_SHA
+    current = host.file(f"{MODELS_DIR}/current")
+    assert current.is_symlink
+    assert current.linked_to == f"{MODELS_DIR}/{MODEL_SHA}"
+    facts = local_fact(host, "tensorrt_engine")
+    assert facts["backend"] == "onnxruntime"  # the simulated TensorRT must not be chosen
+    assert facts["models"]["deposit-yolo11n"]["path"] == f"{MODELS_DIR}/{MODEL_SHA}/model.onnx"
+
+
+def test_plain_host_skipped_the_hardware_steps(host):
+    if is_sim(host):
+        pytest.skip("plain host only")
+    assert not host.file("/etc/nv_tegra_release").exists
+    assert not host.file("/etc/apt/sources.list.d/nvidia-jetson.sources").exists
+    assert not host.package("libnvinfer10").is_installed
+    facts = local_fact(host, "jetpack")
+    assert facts["is_jetson"] is False and facts["tensorrt_version"] == ""
+    swapfile = host.file("/swapfile")
+    assert swapfile.mode == 0o600 and swapfile.size == 64 * 1024 * 1024
+    assert "/swapfile none swap sw 0 0" in host.file("/etc/fstab").content_string
+
+
+# --- bad input: ansible-playbook against the scenario's hosts ---------------------------
+
+
+def playbook(*args: str) -> subprocess.CompletedProcess:
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(Path(__file__).parents[1] / "bad_input.yml"), *args],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+    )  # fmt: skip
+
+
+def test_model_with_wrong_sha256_stops_the_host_before_switching(tmp_path, host):
+    if not is_sim(host):
+        pytest.skip("one host is enough")
+    bad = tmp_path / "deposit-yolo11n"
+    bad.mkdir()
+    shutil.copy(MODEL / "model.onnx", bad / "model.onnx")
+    with (bad / "model.onnx").open("ab") as f:
+        f.write(b"corrupted in transit")
+    actual = hashlib.sha256((bad / "model.onnx").read_bytes()).hexdigest()
+    manifest = json.loads((MODEL / "manifest.json").read_text())
+    expected = hashlib.sha256(b"what the build recorded").hexdigest()
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "sha256": expected}))
+    proc = playbook(
+        "-l", "jsim-01", "-e", "role_under_test=tensorrt_engine",
+        "-e", f"tensorrt_engine_controller_dir={tmp_path}",
+    )  # fmt: skip
+    assert proc.returncode != 0
+    out = " ".join(proc.stdout.split())
+    assert "jsim-01: model deposit-yolo11n does not match its sha256" in out
+    assert f"expected {expected}" in out and f"got {actual}" in out
+    assert "Nothing was switched on this host" in out
+    # Nothing switched: current still names the good model, the bad one is not published.
+    assert host.file(f"{MODELS_DIR}/current").linked_to == f"{MODELS_DIR}/{MODEL_SHA}"
+    assert not host.file(f"{MODELS_DIR}/{expected}").exists
+    host.run(f"rm -rf {MODELS_DIR}/.incoming-{expected}")
+
+
+def test_plain_host_fails_where_the_inventory_requires_a_jetson(host):
+    if is_sim(host):
+        pytest.skip("plain host only")
+    proc = playbook(
+        "-l", "plain-01", "-e", "role_under_test=jetpack", "-e", '{"jetpack_require_jetson": true}'
+    )
+    assert proc.returncode != 0
+    out = " ".join(proc.stdout.split())
+    assert "plain-01 has no /etc/nv_tegra_release, so it is not a Jetson" in out
+    assert "set jetpack_require_jetson: false" in out
+    proc = playbook("-l", "plain-01", "-e", "role_under_test=jetpack", "--tags", "jetpack_preflight")
+    assert proc.returncode == 0, proc.stdout
+    assert "plain-01 is not a Jetson (no /etc/nv_tegra_release): skipping" in " ".join(proc.stdout.split())
+
+
+def test_power_mode_needing_a_reboot_is_reported_and_idempotent(host):
+    if not is_sim(host):
+        pytest.skip("simulated Jetson only")
+    args = ["-l", "jsim-01", "-e", "role_under_test=jetpack", "--tags", "jetpack_power"]
+    try:
+        first = playbook(*args, "-e", '{"jetpack_nvpmodel_mode": 1}')
+        assert first.returncode == 0, first.stdout
+        assert "mode 1 is set but applies only after a reboot" in " ".join(first.stdout.split())
+        assert host.check_output("nvpmodel -q").splitlines()[-1] == "2"  # still running 2
+        again = playbook(*args, "-e", '{"jetpack_nvpmodel_mode": 1}')
+        assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout
+        assert local_fact(host, "jetpack")["reboot_required"] is True
+    finally:
+        back = playbook(*args)  # the inventory's mode 2 cancels the pending change
+        assert back.returncode == 0, back.stdout
+    assert not host.file("/var/lib/nvpmodel/pending").exists
+    assert local_fact(host, "jetpack")["reboot_required"] is False
+
+
+def test_unknown_power_mode_and_release_are_refused(host):
+    if not is_sim(host):
+        pytest.skip("simulated Jetson only")
+    proc = playbook(
+        "-l", "jsim-01", "-e", "role_under_test=jetpack", "--tags", "jetpack_power",
+        "-e", '{"jetpack_nvpmodel_mode": 7}',
+    )  # fmt: skip
+    assert proc.returncode != 0
+    out = " ".join(proc.stdout.split())
+    assert "jetpack_nvpmodel_mode=7 is not a mode of this board" in out
+    assert "0=15W, 1=7W, 2=MAXN_SUPER" in out
+    proc = playbook(
+        "-l", "jsim-01", "-e", "role_under_test=jetpack", "--tags", "jetpack_preflight",
+        "-e", '{"jetpack_supported_l4t_majors": [35]}',
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "which is L4T R36 (36.4.3); supported are R35" in " ".join(proc.stdout.split())
