@@ -253,3 +253,45 @@ def _eventually(predicate, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_service_sink_is_the_spool_and_its_components_deliver(standin, tmp_path: Path) -> None:
+    from rvm_detector.config import Config
+    from rvm_detector.records import DepositRecord, ModelId
+    from rvm_detector.service import build_sink
+
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not a real model; only its sha256 is read here")
+    config = Config(
+        camera={"source": str(tmp_path)},
+        model={"path": model},
+        platform={
+            "base_url": standin.edge_url,
+            "api_key_file": _key_file(tmp_path),
+            "hardware_id": "RVM-T1",
+            "upload": FAST_UPLOAD.model_dump(),
+        },
+        spool={"dir": tmp_path / "spool"},
+    )
+    setup = build_sink(config)
+    record = DepositRecord(
+        camera="chute",
+        model=ModelId("m", "1", "00" * 32),
+        detections=(),
+        verdict="reject",
+        reason="nothing detected",
+        jpeg=jpeg_for("x"),
+    )
+    for c in setup.components:
+        c.start()
+    try:
+        setup.sink.put(record)
+        assert _eventually(lambda: standin.stats()["deposits_stored"] == 1)
+        assert _eventually(lambda: standin.stats()["handshakes"] == 1)
+        ready = [c.ready() for c in setup.components if c.ready]
+        assert ready and all(ok for ok, _ in ready)
+    finally:
+        for c in setup.components:
+            c.stop()
+    stored = standin.deposits()[0]
+    assert stored["idem_key"] == record.uuid and stored["status"] == "REJECTED"
