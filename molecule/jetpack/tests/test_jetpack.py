@@ -145,11 +145,22 @@ def test_plain_host_skipped_the_hardware_steps(host):
 
 def playbook(*args: str) -> subprocess.CompletedProcess:
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-    env = {**os.environ, "ANSIBLE_ROLES_PATH": str(REPO / "roles"), "ANSIBLE_NOCOLOR": "1"}
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
+    play = Path(__file__).parents[1] / "bad_input.yml"
     return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(Path(__file__).parents[1] / "bad_input.yml"), *args],
+        ["ansible-playbook", "-i", str(inventory), str(play), *args],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
     )  # fmt: skip
+
+
+def output(proc: subprocess.CompletedProcess) -> str:
+    """Everything the run printed (failures go to stderr), whitespace folded."""
+    return " ".join((proc.stdout + proc.stderr).split())
 
 
 def test_model_with_wrong_sha256_stops_the_host_before_switching(tmp_path, host):
@@ -169,7 +180,7 @@ def test_model_with_wrong_sha256_stops_the_host_before_switching(tmp_path, host)
         "-e", f"tensorrt_engine_controller_dir={tmp_path}",
     )  # fmt: skip
     assert proc.returncode != 0
-    out = " ".join(proc.stdout.split())
+    out = output(proc)
     assert "jsim-01: model deposit-yolo11n does not match its sha256" in out
     assert f"expected {expected}" in out and f"got {actual}" in out
     assert "Nothing was switched on this host" in out
@@ -186,12 +197,14 @@ def test_plain_host_fails_where_the_inventory_requires_a_jetson(host):
         "-l", "plain-01", "-e", "role_under_test=jetpack", "-e", '{"jetpack_require_jetson": true}'
     )
     assert proc.returncode != 0
-    out = " ".join(proc.stdout.split())
+    out = output(proc)
     assert "plain-01 has no /etc/nv_tegra_release, so it is not a Jetson" in out
     assert "set jetpack_require_jetson: false" in out
-    proc = playbook("-l", "plain-01", "-e", "role_under_test=jetpack", "--tags", "jetpack_preflight")
+    proc = playbook(
+        "-l", "plain-01", "-e", "role_under_test=jetpack", "--tags", "jetpack_preflight"
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout
-    assert "plain-01 is not a Jetson (no /etc/nv_tegra_release): skipping" in " ".join(proc.stdout.split())
+    assert "plain-01 is not a Jetson (no /etc/nv_tegra_release): skipping" in output(proc)
 
 
 def test_power_mode_needing_a_reboot_is_reported_and_idempotent(host):
@@ -201,7 +214,7 @@ def test_power_mode_needing_a_reboot_is_reported_and_idempotent(host):
     try:
         first = playbook(*args, "-e", '{"jetpack_nvpmodel_mode": 1}')
         assert first.returncode == 0, first.stdout
-        assert "mode 1 is set but applies only after a reboot" in " ".join(first.stdout.split())
+        assert "mode 1 is set but applies only after a reboot" in output(first)
         assert host.check_output("nvpmodel -q").splitlines()[-1] == "2"  # still running 2
         again = playbook(*args, "-e", '{"jetpack_nvpmodel_mode": 1}')
         assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout
@@ -221,7 +234,7 @@ def test_unknown_power_mode_and_release_are_refused(host):
         "-e", '{"jetpack_nvpmodel_mode": 7}',
     )  # fmt: skip
     assert proc.returncode != 0
-    out = " ".join(proc.stdout.split())
+    out = output(proc)
     assert "jetpack_nvpmodel_mode=7 is not a mode of this board" in out
     assert "0=15W, 1=7W, 2=MAXN_SUPER" in out
     proc = playbook(
@@ -229,4 +242,4 @@ def test_unknown_power_mode_and_release_are_refused(host):
         "-e", '{"jetpack_supported_l4t_majors": [35]}',
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "which is L4T R36 (36.4.3); supported are R35" in " ".join(proc.stdout.split())
+    assert "which is L4T R36 (36.4.3); supported are R35" in output(proc)
