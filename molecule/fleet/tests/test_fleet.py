@@ -1,0 +1,314 @@
+"""The fleet's release story on lab hosts, as an operator would check it.
+
+Runs after Molecule converged release 1 (and checked idempotence) on three devices and
+the platform host: release 2, a release 3 that never becomes ready, a tagged rollback
+to release 1, and bad input. After each step, deposits made on every device over its
+local API must reach the platform stand-in exactly once. Steps depend on the ones
+before (one story), so they run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+INVENTORY_FILE = Path(os.environ["MOLECULE_INVENTORY_FILE"])
+DEVICES = ["fleet-dev-1", "fleet-dev-2", "fleet-dev-3"]
+PLATFORM = "fleet-platform"
+CANARY = DEVICES[0]
+ROOT = "/opt/rvm-detector"
+TIMINGS = REPO / ".cache" / "fleet-timings.jsonl"
+STATE: dict[str, object] = {}
+BAD_MODEL = json.dumps(
+    {"tensorrt_engine_models": [{"name": "deposit-yolo11n", "sha256": "0" * 64}]}
+)
+
+
+def _inventory() -> dict:
+    inv = yaml.safe_load(INVENTORY_FILE.read_text())
+    hosts: dict[str, dict] = {}
+
+    def walk(group: dict, inherited: dict) -> None:
+        merged = {**inherited, **(group.get("vars") or {})}
+        for name, hv in (group.get("hosts") or {}).items():
+            hosts[name] = {**merged, **(hv or {})}
+        for child in (group.get("children") or {}).values():
+            walk(child or {}, merged)
+
+    walk(inv["all"], {})
+    return hosts
+
+
+HOSTS = _inventory()
+
+
+def ssh(host: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command on a lab host over SSH, as Ansible connects."""
+    hv = HOSTS[host]
+    argv = [
+        "ssh",
+        "-i",
+        hv["ansible_ssh_private_key_file"],
+        *shlex.split(hv.get("ansible_ssh_common_args", "")),
+        "-o",
+        "BatchMode=yes",
+        f"{hv.get('ansible_user', 'root')}@{hv['ansible_host']}",
+        command,
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{host}: {command!r} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def py(host: str, code: str) -> str:
+    return ssh(host, f"python3 -c {shlex.quote(code)}").stdout
+
+
+def playbook(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
+    start = time.monotonic()
+    proc = subprocess.run(
+        ["ansible-playbook", "site.yml", "-i", str(INVENTORY_FILE.parent), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    return proc, time.monotonic() - start
+
+
+def record_timing(what: str, seconds: float) -> None:
+    TIMINGS.parent.mkdir(exist_ok=True)
+    with TIMINGS.open("a") as f:
+        f.write(json.dumps({"what": what, "seconds": round(seconds, 1), "at": time.time()}) + "\n")
+
+
+def current(host: str) -> str:
+    return ssh(host, f"readlink {ROOT}/current").stdout.strip().removeprefix("releases/")
+
+
+def releases(host: str) -> list[str]:
+    return ssh(host, f"ls {ROOT}/releases").stdout.split()
+
+
+def ready(host: str) -> bool:
+    code = (
+        "import urllib.request as u\n"
+        "try:\n print(u.urlopen('http://127.0.0.1:8080/readyz', timeout=5).status)\n"
+        "except Exception as e:\n print(getattr(e, 'code', 0))"
+    )
+    return py(host, code).strip() == "200"
+
+
+def recap_changed(output: str) -> dict[str, int]:
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", output, re.M)
+    }
+
+
+def deposit(host: str) -> str:
+    """One deposit over the device's local API (as the machine's controller does it)."""
+    code = (
+        "import json, urllib.request as u\n"
+        "r = u.Request('http://127.0.0.1:8080/deposit', data=b'{}', method='POST',"
+        " headers={'Content-Type': 'application/json'})\n"
+        "print(json.load(u.urlopen(r, timeout=60))['uuid'])"
+    )
+    return py(host, code).strip()
+
+
+def platform_admin(path: str, body: dict | None = None) -> object:
+    if body is None:
+        code = f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8001{path}').read().decode())"
+    else:
+        code = (
+            "import urllib.request as u\n"
+            f"r = u.Request('http://127.0.0.1:8001{path}', data={json.dumps(body).encode()!r},"
+            " method='POST', headers={'Content-Type': 'application/json'})\n"
+            "print(u.urlopen(r).read().decode())"
+        )
+    return json.loads(py(PLATFORM, code))
+
+
+def assert_delivered_once(uuids: list[str], timeout_s: float = 120) -> None:
+    """Every deposit is stored by the platform exactly once (none lost, none doubled)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stored = platform_admin("/admin/deposits")
+        counts = {u: 0 for u in uuids}
+        for d in stored:  # type: ignore[union-attr]
+            if d["idem_key"] in counts:
+                counts[d["idem_key"]] += 1
+        if all(c == 1 for c in counts.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    missing = [u for u, c in counts.items() if c == 0]
+    doubled = [u for u, c in counts.items() if c > 1]
+    assert not missing and not doubled, f"missing={missing} doubled={doubled}"
+    assert platform_admin("/admin/stats")["duplicate_deposits"] == 0  # type: ignore[index]
+
+
+def deposit_round() -> list[str]:
+    uuids = [deposit(h) for h in DEVICES for _ in range(2)]
+    STATE.setdefault("all_deposits", []).extend(uuids)  # type: ignore[union-attr]
+    return uuids
+
+
+# --- release 1 (Molecule's converge) -----------------------------------------------
+
+
+def test_release_1_runs_on_every_device() -> None:
+    ids = {h: current(h) for h in DEVICES}
+    assert len(set(ids.values())) == 1, f"one release id for the whole run, got {ids}"
+    STATE["r1"] = ids[CANARY]
+    for h in DEVICES:
+        assert ready(h), f"{h} is not ready"
+        record = json.loads(ssh(h, f"cat {ROOT}/current/release.json").stdout)
+        assert record["release_id"] == STATE["r1"]
+        assert record["models"][0]["sha256"] in record["models"][0]["path"]
+
+
+def test_service_is_sandboxed_and_not_root() -> None:
+    for h in DEVICES:
+        out = ssh(h, "systemd-analyze security --no-pager rvm-detector").stdout
+        exposure = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", out).group(1))
+        assert exposure <= 3.0, f"{h}: exposure {exposure}"
+        props = ssh(
+            h, "systemctl show -p User -p Type -p WatchdogUSec -p Restart rvm-detector"
+        ).stdout
+        assert "User=rvm" in props and "Type=notify" in props and "Restart=on-failure" in props
+        pid = ssh(h, "systemctl show -p MainPID --value rvm-detector").stdout.strip()
+        assert ssh(h, f"stat -c %U /proc/{pid}").stdout.strip() == "rvm"
+        key = ssh(h, "stat -c '%a %U' /etc/rvm-detector/platform-api-key").stdout.split()
+        assert key == ["600", "rvm"], f"{h}: API key file {key}"
+        # The spool is outside every release.
+        assert ssh(h, "grep -A1 '^spool:' /opt/rvm-detector/current/config.yml").stdout.count(
+            "/var/lib/rvm-detector/spool"
+        )
+
+
+def test_deposits_of_release_1_reach_the_platform_once() -> None:
+    assert_delivered_once(deposit_round())
+
+
+# --- release 2 ------------------------------------------------------------------------
+
+
+def test_release_2_rolls_out_while_deposits_wait_in_the_spool() -> None:
+    # The platform is away: deposits are spooled by release 1 and must be sent by release 2.
+    platform_admin("/admin/faults", {"down": True})
+    waiting = deposit_round()
+    proc, seconds = playbook("--tags", "detector", "-e", "release_id=fleet-r2")
+    platform_admin("/admin/faults", {"reset": True})
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    record_timing("release switch (3 devices, canary + ramps)", seconds)
+    for h in DEVICES:
+        assert current(h) == "fleet-r2"
+        assert ssh(h, f"cat {ROOT}/releases/fleet-r2/previous").stdout.strip() == STATE["r1"]
+        assert ready(h)
+    assert "release fleet-r2 (was " in proc.stdout  # the summary
+    assert_delivered_once(waiting)
+    assert_delivered_once(deposit_round())
+
+
+# --- release 3: never ready -----------------------------------------------------------
+
+
+def test_release_3_never_ready_canary_switches_back_and_the_run_stops() -> None:
+    proc, _ = playbook(
+        "--tags",
+        "detector",
+        "-e",
+        "release_id=fleet-r3",
+        "-e",
+        "detector_app_camera_source=/dev/video-that-never-delivers",
+        "-e",
+        "detector_app_ready_timeout_s=20",
+    )
+    assert proc.returncode != 0
+    out = proc.stdout
+    assert f"{CANARY}: release fleet-r3 did not become ready" in out, out[-4000:]
+    assert "Switched back to fleet-r2, which is ready again" in re.sub(r"\s+", " ", out)
+    back = re.search(r"back on fleet-r2 \(ready=True, ([\d.]+)s\)", out)
+    assert back, out[-3000:]
+    record_timing("bad release: restart to canary back on the old release", float(back.group(1)))
+    assert current(CANARY) == "fleet-r2" and ready(CANARY)
+    assert "fleet-r3" in releases(CANARY), "the bad release is kept for inspection"
+    for h in DEVICES[1:]:
+        assert current(h) == "fleet-r2"
+        assert "fleet-r3" not in releases(h), f"{h} was touched after the canary failed"
+    assert_delivered_once(deposit_round())
+
+
+# --- rollback -------------------------------------------------------------------------
+
+
+def test_tagged_rollback_to_release_1() -> None:
+    proc, seconds = playbook("--tags", "rollback", "-e", f"rollback_to={STATE['r1']}")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    record_timing("tagged rollback (3 devices)", seconds)
+    for h in DEVICES:
+        assert current(h) == STATE["r1"]
+        assert ready(h)
+    assert f"rolled back to {STATE['r1']} (was fleet-r2) ready=True" in proc.stdout
+    assert_delivered_once(deposit_round())
+
+
+def test_the_same_rollback_again_changes_nothing() -> None:
+    proc, _ = playbook("--tags", "rollback", "-e", f"rollback_to={STATE['r1']}")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    changed = recap_changed(proc.stdout)
+    assert all(changed[h] == 0 for h in DEVICES), changed
+
+
+# --- bad input: each stops the host before anything switches ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--tags", "rollback", "-e", "rollback_to=no-such-release"],
+            f"{CANARY}: cannot roll back to no-such-release: it is not on this host",
+        ),
+        (
+            ["--tags", "detector", "-e", "release_id=fleet-bad-config", "-e",
+             '{"detector_app_config_extra": {"camera": {"fps": 5}, "trigger": {"fps": 0}}}'],
+            f"{CANARY}: the configuration of release fleet-bad-config fails validation",
+        ),
+        (
+            ["--tags", "detector", "-e", "release_id=fleet-no-disk", "-e",
+             "detector_app_min_free_mb=100000000"],
+            "needs detector_app_min_free_mb=100000000; nothing was switched",
+        ),
+        (
+            ["--tags", "detector", "-e", "release_id=fleet-bad-model", "-e", BAD_MODEL],
+            "deposit-yolo11n",
+        ),
+    ],
+    ids=["rollback_to-missing", "config-invalid", "disk-too-full", "model-sha256-mismatch"],
+)  # fmt: skip
+def test_bad_input_stops_the_host_before_anything_switches(args: list[str], expected: str) -> None:
+    before = {h: current(h) for h in DEVICES}
+    proc, _ = playbook("--limit", CANARY, *args)
+    assert proc.returncode != 0
+    assert expected in re.sub(r"\s+", " ", proc.stdout), proc.stdout[-4000:]
+    assert {h: current(h) for h in DEVICES} == before
+    assert ready(CANARY)
+
+
+def test_all_deposits_of_the_story_were_stored_exactly_once() -> None:
+    assert_delivered_once(STATE["all_deposits"])  # type: ignore[arg-type]
