@@ -57,7 +57,7 @@ def ssh(host: str, command: str, check: bool = True) -> subprocess.CompletedProc
     argv = [
         "ssh",
         "-i",
-        hv["ansible_ssh_private_key_file"],
+        hv.get("ansible_ssh_private_key_file") or hv["ansible_private_key_file"],
         *shlex.split(hv.get("ansible_ssh_common_args", "")),
         "-o",
         "BatchMode=yes",
