@@ -106,7 +106,8 @@ class Sink(Protocol):
         """Take ownership of `record`; durable on disk once this returns."""
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a new or renamed file) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -143,7 +144,7 @@ class DirectorySink:
         write_atomic(self.directory / f"{record.uuid}.jpg", record.jpeg)
         body = json.dumps(record.to_dict(), sort_keys=True).encode()
         write_atomic(self.directory / f"{record.uuid}.json", body)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def records(self) -> list[DepositRecord]:
         """All committed records, oldest first (by creation time)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rvm_detector import upload_metrics
-from rvm_detector.records import DepositRecord
+from rvm_detector.records import DepositRecord, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +112,6 @@ class SpoolStats:
         return self.__dict__.copy()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -147,7 +139,7 @@ class Spool:
             for d in (self.directory, self.images):
                 if not d.is_dir():
                     d.mkdir(parents=True, mode=0o750, exist_ok=True)
-                    _fsync_dir(d.parent)
+                    fsync_dir(d.parent)
             self._db_path = self.directory / "spool.db"
             # Enqueues must be on disk before `put` returns: FULL fsyncs the WAL on
             # commit. Acks and retry bookkeeping may be lost on power loss (the
@@ -272,7 +264,7 @@ class Spool:
             f.write(image)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(self.images)
+        fsync_dir(self.images)
         body = json.dumps(data, separators=(",", ":"), sort_keys=True)
         with self._lock:
             shed, keep_image = self._make_room(len(image))
