@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 VENV := .venv/bin
 LAB ?= rvm
-LAB_HOSTS ?= jetson-lab-01 jetson-lab-02
+LAB_HOSTS ?= jetson-lab-01 jetson-lab-02 lab-platform:platform
 LAB_INVENTORY := inventories/lab/hosts.yml
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
@@ -44,6 +44,7 @@ test-python: setup
 
 test-molecule: setup
 	bash scripts/molecule.sh default
+	bash scripts/molecule.sh fleet
 
 # What CI runs (.ci/run calls exactly this). pytest last: its summary closes the log.
 test: lint test-molecule test-python
