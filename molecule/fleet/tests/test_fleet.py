@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -316,6 +317,47 @@ def test_bad_input_stops_the_host_before_anything_switches(args: list[str], expe
     assert expected in re.sub(r"\s+", " ", proc.stdout), proc.stdout[-4000:]
     assert {h: current(h) for h in DEVICES} == before
     assert ready(CANARY)
+
+
+def test_an_interrupted_rollout_leaves_every_device_on_a_complete_release() -> None:
+    before = {h: current(h) for h in DEVICES}
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+    }
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
+    run = subprocess.Popen(
+        ["ansible-playbook", "site.yml", "-i", str(INVENTORY_FILE.parent),
+         "--tags", "detector", "-e", "release_id=fleet-interrupted"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        partial = f"test -d {ROOT}/releases/.tmp-fleet-interrupted"
+        while ssh(CANARY, partial, check=False).returncode != 0:
+            assert time.monotonic() < deadline and run.poll() is None, "never saw the build start"
+            time.sleep(1)
+        time.sleep(5)  # in the middle of building the release (venv, install)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # as a lost SSH session or a kill -9 would
+        run.wait()
+    for h in DEVICES:
+        assert current(h) == before[h]
+        ssh(h, f"test -f {ROOT}/current/release.json && test -x {ROOT}/current/venv/bin/python")
+        assert ready(h)
+    assert "fleet-interrupted" not in releases(CANARY), (
+        "a half-built release must not look complete"
+    )
+    # The next run removes the half-built directory and completes the release.
+    proc, _ = playbook(
+        "--limit", CANARY, "--tags", "detector", "-e", "release_id=fleet-interrupted"
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert current(CANARY) == "fleet-interrupted" and ready(CANARY)
+    assert ssh(CANARY, f"ls -A {ROOT}/releases").stdout.count(".tmp-") == 0
+    assert_delivered_once(deposit_round())
 
 
 def test_all_deposits_of_the_story_were_stored_exactly_once() -> None:
