@@ -44,6 +44,7 @@ test-python: setup
 
 test-molecule: setup
 	bash scripts/molecule.sh default
+	bash scripts/molecule.sh jetpack
 	bash scripts/molecule.sh fleet
 
 # What CI runs (.ci/run calls exactly this). pytest last: its summary closes the log.
