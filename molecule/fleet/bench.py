@@ -84,7 +84,7 @@ def main() -> int:
                      "-e", "detector_app_ready_timeout_s=20"],
                     inv, expect_ok=False,
                 )  # fmt: skip
-                back = re.search(r"back on \S+ \(ready=True, ([\d.]+)s\)", out)
+                back = re.search(r"back on \S+ \(ready=True, ([\d.]+)s\)", re.sub(r"\s+", " ", out))
                 if not back:
                     sys.exit(f"bad release: no switch-back in the output\n{out[-5000:]}")
                 samples.setdefault(
