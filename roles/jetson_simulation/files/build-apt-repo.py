@@ -107,9 +107,7 @@ def build_repo(base: Path, suite: str, archs: list[str], pkgs: list[dict], home:
         (d / "Packages").write_text(packages)
         (d / "Packages.gz").write_bytes(gzip.compress(packages.encode(), mtime=0))
         indexes += [d / "Packages", d / "Packages.gz"]
-    sums = "".join(
-        f" {sha256(f)} {f.stat().st_size} {f.relative_to(dists)}\n" for f in indexes
-    )
+    sums = "".join(f" {sha256(f)} {f.stat().st_size} {f.relative_to(dists)}\n" for f in indexes)
     (dists / "Release").write_text(
         "Origin: JETSON SIMULATION\nLabel: JETSON SIMULATION (lab only)\n"
         f"Suite: {suite}\nCodename: {suite}\nDate: {email.utils.formatdate(usegmt=True)}\n"
