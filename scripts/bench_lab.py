@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times the lab's life cycle and prints a Markdown table of medians.
 
-  sudo .venv/bin/python scripts/bench_lab.py --runs 3 [--root-runs 2]
+  sudo .venv/bin/python scripts/bench_lab.py --runs 3 [--root-runs 2] [--tags base]
 
 Steps: build the cached root (forced rebuild), create a 2-host lab, converge it with
 site.yml, re-converge it with no changes, tear it down.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +38,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--root-runs", type=int, default=1)
+    parser.add_argument("--tags", help="converge only these tags (e.g. base)")
     args = parser.parse_args()
+    # A cache of our own: a forced rebuild must not pull the root from under other labs.
+    os.environ["RVMLAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="rvmlab-bench-cache-")
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "NO_COLOR": "1"}
     env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
     # The lab's group_vars beside a hosts file of our own (not the `make lab` hosts.yml).
@@ -45,6 +49,8 @@ def main() -> None:
     (inventory_dir / "group_vars").symlink_to(REPO / "inventories" / "lab" / "group_vars")
     inventory = inventory_dir / "hosts.yml"
     playbook = ["ansible-playbook", "site.yml", "-i", str(inventory)]
+    if args.tags:
+        playbook += ["--tags", args.tags]
     times: dict[str, list[float]] = {"build root": [], "create lab": [], "converge": []}
     times["re-converge"] = []
     for _ in range(args.root_runs):
@@ -62,6 +68,7 @@ def main() -> None:
             times["re-converge"].append(elapsed)
         finally:
             subprocess.run([*RVMLAB, "down", "--lab", LAB], capture_output=True)
+    shutil.rmtree(os.environ["RVMLAB_CACHE_DIR"])
     print("| step | median (s) | runs (s) |\n|---|---|---|")
     for step, values in times.items():
         runs = ", ".join(f"{v:.1f}" for v in values)
