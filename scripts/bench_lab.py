@@ -29,6 +29,7 @@ def timed(cmd: list[str], **kw) -> tuple[float, str]:
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, **kw)
     elapsed = time.monotonic() - start
+    print(f"bench_lab: {elapsed:7.1f}s  {' '.join(cmd[:4])}", file=sys.stderr, flush=True)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return elapsed, proc.stdout
