@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -44,7 +45,10 @@ def synthetic_frames(n: int = 8, seed: int = 0) -> list[np.ndarray]:
 def _ultralytics_predict(detector: Detector, model: Path) -> Callable[[np.ndarray], Any]:
     os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach for the hub
     from ultralytics import YOLO
+    from ultralytics.utils import LOGGER
 
+    # Its info lines ("Loading ...") go to stdout, which belongs to --json.
+    LOGGER.setLevel(logging.WARNING)
     yolo = YOLO(str(model), task="detect")
     h, w = detector.info.input_hw
 
