@@ -434,8 +434,6 @@ def write_inventory(state: dict, path: Path) -> None:
                 "ansible_ssh_common_args": (
                     f"-o UserKnownHostsFile={folder / 'known_hosts'} -o StrictHostKeyChecking=yes"
                 ),
-                "rvmlab_name": state["lab"],
-                "rvmlab_gateway": f"10.213.{state['index']}.1",
             },
         }
     }
