@@ -8,10 +8,15 @@ LAB_INVENTORY := inventories/lab/hosts.yml
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup lab lab-down lab-status lint test test-python test-molecule model
+.PHONY: setup setup-ml lab lab-down lab-status lint test test-python test-molecule model
 
+# The controller's toolchain and the lab's packages: all that `make lab` needs.
 setup:
-	@bash scripts/setup.sh
+	@bash scripts/setup.sh controller
+
+# The model-building stack on top (Ultralytics, torch): training and the parity tests.
+setup-ml: setup
+	@bash scripts/setup.sh ml
 
 lab: setup
 	@if python3 lab/rvmlab.py list | grep -q "^$(LAB)\b"; then \
@@ -19,7 +24,7 @@ lab: setup
 	else \
 	  python3 lab/rvmlab.py up --lab $(LAB) $(foreach h,$(LAB_HOSTS),--host $(h)) --inventory $(LAB_INVENTORY); \
 	fi
-	ansible-playbook site.yml -i inventories/lab
+	ansible-playbook lab/site.yml -i inventories/lab
 	@python3 lab/rvmlab.py list | awk -F'\t' '{print "\nlab " $$1 ": " $$3}'
 	@echo "ssh in:    ssh -i /var/lib/rvm-lab/labs/$(LAB)/id_ed25519 -o UserKnownHostsFile=/var/lib/rvm-lab/labs/$(LAB)/known_hosts root@<address>"
 	@echo "or:        python3 lab/rvmlab.py shell --lab $(LAB) --host <name>"
@@ -37,9 +42,10 @@ lint: setup
 	ruff check .
 	ruff format --check .
 	ansible-lint
-	for inv in production staging lab; do ansible-playbook site.yml -i inventories/$$inv --syntax-check; done
+	for inv in production staging; do ansible-playbook site.yml -i inventories/$$inv --syntax-check; done
+	ansible-playbook lab/site.yml -i inventories/lab --syntax-check
 
-test-python: setup
+test-python: setup-ml
 	pytest
 
 test-molecule: setup
@@ -50,5 +56,5 @@ test-molecule: setup
 # What CI runs (.ci/run calls exactly this). pytest last: its summary closes the log.
 test: lint test-molecule test-python
 
-model: setup
+model: setup-ml
 	nice -n 15 $(VENV)/python training/train.py

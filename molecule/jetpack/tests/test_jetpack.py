@@ -1,6 +1,6 @@
 """What an operator checks after the Jetson roles: testinfra over Ansible's SSH.
 
-jsim-01 is a simulated Jetson (roles/jetson_simulation, LAB ONLY); plain-01 is a lab host
+jsim-01 is a simulated Jetson (lab/roles/jetson_simulation); plain-01 is a lab host
 that is not a Jetson. The last tests run ansible-playbook against these hosts with bad
 input and check that the host stops with a message naming what is wrong.
 """

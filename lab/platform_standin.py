@@ -10,8 +10,8 @@ answer), a heartbeat command queue, and fault switches flipped at run time.
 Standalone: Python >= 3.10 standard library only, one file, so an Ansible role
 can copy it to the lab's platform host. Storage is one SQLite file.
 
-    python3 server.py --db standin.db --api-key-file key --port 8000 --admin-port 8001
-    python3 server.py --db standin.db --dump          # print what was received
+    python3 lab/platform_standin.py --db standin.db --api-key-file key --port 8000 --admin-port 8001
+    python3 lab/platform_standin.py --db standin.db --dump          # print what was received
 
 The admin API (faults, commands, keys, stats, exports) listens on a separate
 port bound to 127.0.0.1 only; see `AdminHandler` for its routes.
