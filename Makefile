@@ -41,9 +41,19 @@ lab-status:
 lint: setup
 	ruff check .
 	ruff format --check .
+	python3 scripts/check_role_specs.py
+	python3 scripts/role_docs.py --check
+	python3 scripts/app_config_docs.py --check
 	ansible-lint
 	for inv in production staging; do ansible-playbook site.yml -i inventories/$$inv --syntax-check; done
 	ansible-playbook lab/site.yml -i inventories/lab --syntax-check
+
+# The roles' variable tables (from meta/argument_specs.yml) and the app's configuration
+# tables (from its pydantic models) in the READMEs; `make lint` fails when they are stale.
+.PHONY: docs
+docs: setup
+	python3 scripts/role_docs.py --write
+	python3 scripts/app_config_docs.py --write
 
 test-python: setup-ml
 	pytest
