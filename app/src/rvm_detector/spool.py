@@ -54,14 +54,11 @@ CREATE TABLE IF NOT EXISTS deposits (
     dead_at REAL
 );
 CREATE INDEX IF NOT EXISTS deposits_due ON deposits (state, next_attempt_at, seq);
-CREATE TABLE IF NOT EXISTS offline_transactions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_at REAL NOT NULL,
-    body TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'dead')),
-    dead_body TEXT
-);
 """
+# Spools made by earlier releases may also hold a table `offline_transactions`, which
+# nothing writes or sends any more. It is left in place (never dropped): its rows stay
+# in spool.db for the operator, and an older release rolled back to still finds it.
+_RETIRED_TABLE = "offline_transactions"
 # Dead-letter bodies are kept for the operator, not archived forever.
 _MAX_BODY_CHARS = 16_384
 _EXPORT_COLUMNS = (
@@ -106,7 +103,6 @@ class SpoolStats:
     db_bytes: int
     shed_pending: int
     oldest_age_s: float
-    offline_transactions: int
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -180,6 +176,24 @@ class Spool:
             )
         self._durable.executescript(_SCHEMA)
         self._durable.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        self._report_retired_rows()
+
+    def _report_retired_rows(self) -> None:
+        """Say so when an earlier release left rows in a table this one no longer reads."""
+        exists = self._durable.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (_RETIRED_TABLE,)
+        ).fetchone()
+        if not exists:
+            return
+        (rows,) = self._durable.execute(f"SELECT COUNT(*) FROM {_RETIRED_TABLE}").fetchone()
+        if rows:
+            log.warning(
+                "spool: %s holds %d row(s) in table %s from an earlier release; this "
+                "release does not send them. They are kept; inspect them with sqlite3",
+                self._db_path,
+                rows,
+                _RETIRED_TABLE,
+            )
 
     def _remove_orphans(self) -> None:
         """Delete images with no row: left by a crash between file write and commit."""
@@ -364,17 +378,6 @@ class Spool:
                 self.max_bytes,
             )
 
-    def add_offline_transaction(self, timestamp: str, items: list[dict[str, Any]]) -> None:
-        """Queue a transaction completed offline for POST /edge/sync-offline."""
-        body = json.dumps({"timestamp": timestamp, "items": items}, separators=(",", ":"))
-        with self._lock:
-            self._durable.execute(
-                "INSERT INTO offline_transactions (created_at, body) VALUES (?, ?)",
-                (time.time(), body),
-            )
-        with self._work:
-            self._work.notify_all()
-
     # -- consumer side --------------------------------------------------------
 
     def claim(self, now: float | None = None) -> SpooledDeposit | None:
@@ -466,9 +469,6 @@ class Spool:
                 sql += f" AND uuid IN ({','.join('?' * len(uuids))})"
                 args = tuple(uuids)
             n = self._durable.execute(sql, args).rowcount
-            self._durable.execute(
-                "UPDATE offline_transactions SET state='pending', dead_body=NULL WHERE state='dead'"
-            )
         with self._work:
             self._work.notify_all()
         return n
@@ -491,29 +491,6 @@ class Spool:
         with self._work:
             self._work.notify_all()
 
-    def offline_batch(self, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
-        with self._lock:
-            rows = self._fast.execute(
-                "SELECT id, body FROM offline_transactions WHERE state='pending'"
-                " ORDER BY id LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [(i, json.loads(body)) for i, body in rows]
-
-    def remove_offline(self, ids: list[int]) -> None:
-        with self._lock:
-            self._fast.executemany(
-                "DELETE FROM offline_transactions WHERE id=?", [(i,) for i in ids]
-            )
-
-    def dead_offline(self, tx_id: int, body: str) -> None:
-        with self._lock:
-            self._durable.execute(
-                "UPDATE offline_transactions SET state='dead', dead_body=? WHERE id=?",
-                (body[:_MAX_BODY_CHARS], tx_id),
-            )
-        upload_metrics.DEAD_LETTERS.inc()
-
     # -- operator views -------------------------------------------------------
 
     def stats(self, now: float | None = None) -> SpoolStats:
@@ -526,9 +503,6 @@ class Spool:
             (dead,) = self._fast.execute(
                 "SELECT COUNT(*) FROM deposits WHERE state='dead'"
             ).fetchone()
-            (offline,) = self._fast.execute(
-                "SELECT COUNT(*) FROM offline_transactions WHERE state='pending'"
-            ).fetchone()
             inflight = len(self._inflight)
             image_bytes = self._image_bytes
             db_bytes = self._db_bytes()
@@ -540,7 +514,6 @@ class Spool:
             db_bytes=db_bytes,
             shed_pending=shed,
             oldest_age_s=0.0 if oldest is None else max(0.0, now - oldest),
-            offline_transactions=offline,
         )
 
     def export(self, state: str | None = None) -> Iterator[dict[str, Any]]:

@@ -20,11 +20,6 @@ SPOOL_OLDEST_AGE = Gauge(
     registry=REGISTRY,
 )
 SPOOL_BYTES = Gauge("rvm_spool_bytes", "Bytes used by the spool", ["kind"], registry=REGISTRY)
-SPOOL_OFFLINE_TX = Gauge(
-    "rvm_spool_offline_transactions",
-    "Offline transactions waiting for /edge/sync-offline",
-    registry=REGISTRY,
-)
 IMAGES_SHED = Counter(
     "rvm_spool_images_shed_total",
     "Images deleted to stay within spool.max_bytes (their records are kept)",
@@ -32,7 +27,7 @@ IMAGES_SHED = Counter(
 )
 DEAD_LETTERS = Counter(
     "rvm_upload_dead_letters_total",
-    "Deposits/transactions the platform refused for good (moved to dead letters)",
+    "Deposits the platform refused for good (moved to dead letters)",
     registry=REGISTRY,
 )
 UPLOADED = Counter(
@@ -67,4 +62,3 @@ def observe_spool(stats: SpoolStats) -> None:
     SPOOL_OLDEST_AGE.set(stats.oldest_age_s)
     SPOOL_BYTES.labels("images").set(stats.image_bytes)
     SPOOL_BYTES.labels("database").set(stats.db_bytes)
-    SPOOL_OFFLINE_TX.set(stats.offline_transactions)

@@ -162,7 +162,7 @@ class Gate:
 
 
 class Uploader:
-    """Worker threads that send spooled deposits (and offline transactions) to the platform."""
+    """Worker threads that send spooled deposits to the platform."""
 
     def __init__(
         self,
@@ -207,7 +207,7 @@ class Uploader:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             s = self.spool.stats()
-            if s.pending == 0 and s.inflight == 0 and s.offline_transactions == 0:
+            if s.pending == 0 and s.inflight == 0:
                 return True
             time.sleep(0.05)
         return False
@@ -309,49 +309,12 @@ class Uploader:
             describe(reply),
         )
 
-    # -- offline transactions and metrics -------------------------------------
+    # -- metrics ---------------------------------------------------------------
 
     def _housekeeping(self) -> None:
         while not self._stop.is_set():
             try:
                 upload_metrics.observe_spool(self.spool.stats())
-                self._sync_offline()
             except Exception:
                 log.exception("uploader: housekeeping failed; retrying")
             self._stop.wait(1.0)
-
-    def _sync_offline(self) -> None:
-        batch = self.spool.offline_batch()
-        if not batch:
-            return
-        self.gate.wait(self._stop)
-        try:
-            reply = self.client.sync_offline([tx for _, tx in batch])
-        except httpx.HTTPError as e:
-            self.gate.close(self.backoff, None)
-            log.warning("uploader: sync-offline failed (%s); kept for retry", e)
-            return
-        if reply.ok:
-            self.spool.remove_offline([i for i, _ in batch])
-        elif reply.status == 422 and len(batch) > 1:
-            # All-or-nothing: one bad transaction fails the batch; find it one by one.
-            for tx_id, tx in batch:
-                self._sync_one(tx_id, tx)
-        elif reply.status == 422:
-            self.spool.dead_offline(batch[0][0], reply.text)
-            log.error("uploader: sync-offline refused a transaction: %s", describe(reply))
-        else:
-            if reply.status in _GATE_STATUSES or reply.status in _AUTH_STATUSES:
-                self.gate.close(self.backoff, reply)
-            log.warning("uploader: sync-offline kept for retry: %s", describe(reply))
-
-    def _sync_one(self, tx_id: int, tx: dict) -> None:
-        try:
-            reply = self.client.sync_offline([tx])
-        except httpx.HTTPError:
-            return
-        if reply.ok:
-            self.spool.remove_offline([tx_id])
-        elif reply.status == 422:
-            self.spool.dead_offline(tx_id, reply.text)
-            log.error("uploader: sync-offline refused transaction %d: %s", tx_id, describe(reply))
