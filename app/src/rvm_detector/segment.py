@@ -1,8 +1,8 @@
-"""Segmentation seam: masks for the detected items of a deposit.
+"""Segmentation: masks for the detected items of a deposit.
 
-SAM2 with box prompts arrives in a later issue; until then `NoSegmenter`
-keeps the call in place (deposits only, never the continuous scan) so the
-pipeline shape does not change when it lands.
+No segmentation model (SAM2 with box prompts) is wired in yet: `NoSegmenter`
+returns no masks and keeps the call in place (deposits only, never the
+continuous scan), so the pipeline does not change shape when one is added.
 """
 
 from __future__ import annotations
