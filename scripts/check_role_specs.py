@@ -58,7 +58,9 @@ def find_roles(repo: Path) -> list[Path]:
     for parent in ROLE_PARENTS:
         base = repo / parent
         if base.is_dir():
-            roles += sorted(p for p in base.iterdir() if (p / "meta" / "argument_specs.yml").is_file())
+            roles += sorted(
+                p for p in base.iterdir() if (p / "meta" / "argument_specs.yml").is_file()
+            )
     return roles
 
 
