@@ -238,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no roles with meta/argument_specs.yml under {repo}", file=sys.stderr)
         return 1
     errors: list[str] = []
+    if not args.roles:
+        for parent in ROLE_PARENTS:
+            for role in sorted((repo / parent).glob("*/tasks")):
+                if not (role.parent / "meta" / "argument_specs.yml").is_file():
+                    errors.append(
+                        f"{role_label(role.parent, repo)}: no meta/argument_specs.yml "
+                        "(every role types and documents its variables there)"
+                    )
     options = 0
     for role in roles:
         errors += check_role(role, repo)

@@ -228,3 +228,12 @@ def test_app_readme_without_markers_is_an_error(tmp_path: Path, marker: str) -> 
     result = run(APP_DOCS, "--check", "--readme", readme)
     assert result.returncode == 1
     assert "markers" in result.stderr
+
+
+def test_a_role_without_argument_specs_is_named(tmp_path: Path) -> None:
+    repo = copy_roles(tmp_path, "roles/base")
+    (repo / "roles/backup/tasks").mkdir(parents=True)
+    (repo / "roles/backup/tasks/main.yml").write_text("---\n[]\n")
+    result = run(CHECK, "--repo", repo)
+    assert result.returncode == 1
+    assert "roles/backup: no meta/argument_specs.yml" in result.stderr
