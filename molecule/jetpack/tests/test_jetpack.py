@@ -11,12 +11,16 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "lab"))
+from labtools import Run  # noqa: E402
+from labtools import playbook as run_playbook  # noqa: E402
+
 MODEL = REPO / "models/deposit-yolo11n"
 MODEL_SHA = json.loads((MODEL / "manifest.json").read_text())["sha256"]
 MODELS_DIR = "/opt/rvm-detector/models/deposit-yolo11n"
@@ -143,24 +147,10 @@ def test_plain_host_skipped_the_hardware_steps(host):
 # --- bad input: ansible-playbook against the scenario's hosts ---------------------------
 
 
-def playbook(*args: str) -> subprocess.CompletedProcess:
+def playbook(*args: str) -> Run:
+    """bad_input.yml (one role with the test's variables) on this scenario's hosts."""
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-    env = {
-        **os.environ,
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    play = Path(__file__).parents[1] / "bad_input.yml"
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(play), *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
-    )  # fmt: skip
-
-
-def output(proc: subprocess.CompletedProcess) -> str:
-    """Everything the run printed (failures go to stderr), whitespace folded."""
-    return " ".join((proc.stdout + proc.stderr).split())
+    return run_playbook(Path(__file__).parents[1] / "bad_input.yml", inventory, *args, timeout=300)
 
 
 def test_model_with_wrong_sha256_stops_the_host_before_switching(tmp_path, host):
@@ -180,7 +170,7 @@ def test_model_with_wrong_sha256_stops_the_host_before_switching(tmp_path, host)
         "-e", f"tensorrt_engine_controller_dir={tmp_path}",
     )  # fmt: skip
     assert proc.returncode != 0
-    out = output(proc)
+    out = proc.text
     assert "jsim-01: model deposit-yolo11n does not match its sha256" in out
     assert f"expected {expected}" in out and f"got {actual}" in out
     assert "Nothing was switched on this host" in out
@@ -197,14 +187,14 @@ def test_plain_host_fails_where_the_inventory_requires_a_jetson(host):
         "-l", "plain-01", "-e", "role_under_test=jetpack", "-e", '{"jetpack_require_jetson": true}'
     )
     assert proc.returncode != 0
-    out = output(proc)
+    out = proc.text
     assert "plain-01 has no /etc/nv_tegra_release, so it is not a Jetson" in out
     assert "set jetpack_require_jetson: false" in out
     proc = playbook(
         "-l", "plain-01", "-e", "role_under_test=jetpack", "--tags", "jetpack_preflight"
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout
-    assert "plain-01 is not a Jetson (no /etc/nv_tegra_release): skipping" in output(proc)
+    assert "plain-01 is not a Jetson (no /etc/nv_tegra_release): skipping" in proc.text
 
 
 def test_power_mode_needing_a_reboot_is_reported_and_idempotent(host):
@@ -214,7 +204,7 @@ def test_power_mode_needing_a_reboot_is_reported_and_idempotent(host):
     try:
         first = playbook(*args, "-e", '{"jetpack_nvpmodel_mode": 1}')
         assert first.returncode == 0, first.stdout
-        assert "mode 1 is set but applies only after a reboot" in output(first)
+        assert "mode 1 is set but applies only after a reboot" in first.text
         assert host.check_output("nvpmodel -q").splitlines()[-1] == "2"  # still running 2
         again = playbook(*args, "-e", '{"jetpack_nvpmodel_mode": 1}')
         assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout
@@ -234,7 +224,7 @@ def test_unknown_power_mode_and_release_are_refused(host):
         "-e", '{"jetpack_nvpmodel_mode": 7}',
     )  # fmt: skip
     assert proc.returncode != 0
-    out = output(proc)
+    out = proc.text
     assert "jetpack_nvpmodel_mode=7 is not a mode of this board" in out
     assert "0=15W, 1=7W, 2=MAXN_SUPER" in out
     proc = playbook(
@@ -242,4 +232,4 @@ def test_unknown_power_mode_and_release_are_refused(host):
         "-e", '{"jetpack_supported_l4t_majors": [35]}',
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "which is L4T R36 (36.4.3); supported are R35" in output(proc)
+    assert "which is L4T R36 (36.4.3); supported are R35" in proc.text
