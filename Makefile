@@ -59,7 +59,6 @@ test-python: setup-ml
 	pytest
 
 test-molecule: setup
-	bash scripts/molecule.sh default
 	bash scripts/molecule.sh jetpack
 	bash scripts/molecule.sh fleet
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "lab"))
@@ -24,11 +25,12 @@ from labtools import playbook as run_playbook  # noqa: E402
 MODEL = REPO / "models/deposit-yolo11n"
 MODEL_SHA = json.loads((MODEL / "manifest.json").read_text())["sha256"]
 MODELS_DIR = "/opt/rvm-detector/models/deposit-yolo11n"
+# The pins as the jetpack role has them (its defaults are the one place they are written).
 PACKAGES = {
-    "cuda-runtime-12-6": "12.6.11-1",
-    "libcudnn9-cuda-12": "9.3.0.75-1",
-    "libnvinfer10": "10.3.0.30-1+cuda12.5",
-    "python3-libnvinfer": "10.3.0.30-1+cuda12.5",
+    p["name"]: p["version"]
+    for p in yaml.safe_load((REPO / "roles/jetpack/defaults/main.yml").read_text())[
+        "jetpack_packages"
+    ]
 }
 
 

@@ -60,7 +60,7 @@ def build_deb(pkg: dict, pool: Path) -> Path:
         doc.mkdir(parents=True)
         (doc / "JETSON-SIMULATION").write_text(
             f"{pkg['name']} {pkg['version']}: a JETSON SIMULATION stand-in built by the lab\n"
-            "(roles/jetson_simulation). It contains no NVIDIA software and does nothing.\n"
+            "(lab/roles/jetson_simulation). It contains no NVIDIA software and does nothing.\n"
         )
         for path, content in (pkg.get("files") or {}).items():
             target = root / path.lstrip("/")

@@ -1,4 +1,4 @@
-"""What an operator checks on a host after the base role: testinfra over Ansible's SSH."""
+"""What an operator checks on every host after the base role: testinfra over Ansible's SSH."""
 
 from __future__ import annotations
 
