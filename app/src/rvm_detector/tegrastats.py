@@ -67,6 +67,7 @@ _TEMPERATURE = re.compile(rf"([A-Za-z][A-Za-z0-9_]*)@({_NUM})C(?=\s|$)")
 # VDD_IN 4809mW/4809mW (JetPack 5/6) | VDD_IN 4809/4809mW | POM_5V_IN 1109/1109 (JetPack 4)
 _RAIL = re.compile(r"([A-Z][A-Z0-9_]*) (\d+)(?:mW)?/(\d+)(?:mW)?(?=\s|$)")
 _WORD = re.compile(r"\S+")
+_NAME = re.compile(r"[A-Z][A-Z0-9_]+ ")  # an upper-case word: the next field's name
 
 
 class ParseError(ValueError):
@@ -154,14 +155,15 @@ def parse_line(line: str) -> Sample:
             known += 1
             pos = end
             continue
-        # An unknown field: its name is the next word; skip words until a known field starts.
+        # An unknown field: its name is the next word; its values are the words up to the
+        # next known field or upper-case name (`MTS fg 0% bg 0%`, `IRAM 0/252kB(lfb 252kB)`).
         word = _WORD.match(line, pos)
         sample.unknown.append(re.sub(r"[^A-Za-z0-9_]", "", word.group().split("@")[0])[:40] or "?")
         pos = word.end()
         while pos < len(line):
             while pos < len(line) and line[pos].isspace():
                 pos += 1
-            if pos >= len(line) or _field(Sample(), line, pos) is not None:
+            if pos >= len(line) or _NAME.match(line, pos) or _field(Sample(), line, pos):
                 break
             pos = _WORD.match(line, pos).end()
     if not known:
