@@ -195,6 +195,18 @@ def test_unknown_fields_are_skipped_not_fatal():
     assert s.engines["APE"] == 200e6
 
 
+def test_unknown_field_labels_are_bounded():
+    from rvm_detector.tegrastats import Exporter
+
+    exporter = Exporter()
+    for i in range(Exporter.MAX_UNKNOWN + 20):
+        assert exporter.feed(ORIN_NANO.replace("APE 200", f"APE 200 NEW{i} 1"))
+    got = samples(exporter.exposition().decode())
+    labels = {dict(k)["field"] for n, k in got if n == "rvm_tegrastats_unknown_fields_total"}
+    assert len(labels) == Exporter.MAX_UNKNOWN + 1
+    assert value(got, "rvm_tegrastats_unknown_fields_total", field="_other") == 20
+
+
 def test_emc_and_cpu_without_clocks():
     s = parse_line("RAM 100/200MB SWAP 0/0MB CPU [off,5%] EMC_FREQ 3%")
     assert s.emc_load == pytest.approx(0.03) and s.emc_hertz is None
@@ -369,9 +381,10 @@ def test_serves_the_latest_line_and_the_power_mode(exporter):
 
 @pytest.mark.parametrize("exporter", [(5, "--stale-after", "1.5")], indirect=True)
 def test_restarts_a_dead_tegrastats_and_withdraws_stale_values(exporter):
-    got = exporter.wait_for(lambda g: value(g, "rvm_tegrastats_restarts_total") >= 1)
-    assert len(exporter.child_pids()) >= 2
-    got = exporter.wait_for(lambda g: value(g, "rvm_tegrastats_up") == 1)
+    exporter.wait_for(lambda g: value(g, "rvm_tegrastats_restarts_total") >= 1)
+    got = exporter.wait_for(
+        lambda g: value(g, "rvm_tegrastats_up") == 1 and len(exporter.child_pids()) >= 2
+    )
     assert "rvm_jetson_ram_used_bytes" in names(got)
     assert any(e.get("msg") == "tegrastats ended" and e.get("rc") == 1 for e in exporter.logs)
 

@@ -323,6 +323,7 @@ class Exporter:
     """The registry and the bookkeeping around parsing: counters, rate-limited error logs."""
 
     ERROR_LOG_EVERY_S = 60.0
+    MAX_UNKNOWN = 50  # distinct `field` labels of rvm_tegrastats_unknown_fields_total
 
     def __init__(self, stale_after: float | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -352,6 +353,7 @@ class Exporter:
             "nvpmodel -q runs that failed or printed no mode",
             registry=self.registry,
         )
+        self._unknown_seen: set[str] = set()
         self._last_error_log = float("-inf")
         self._errors_unlogged = 0
 
@@ -374,6 +376,9 @@ class Exporter:
                 self._last_error_log, self._errors_unlogged = now, 0
             return False
         for name in sample.unknown:
+            if name not in self._unknown_seen and len(self._unknown_seen) >= self.MAX_UNKNOWN:
+                name = "_other"  # bounded label set, whatever a broken tool prints
+            self._unknown_seen.add(name)
             self.unknown_fields.labels(name).inc()
         self.collector.update(sample)
         return True
