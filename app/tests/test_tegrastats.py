@@ -214,7 +214,17 @@ def test_emc_and_cpu_without_clocks():
     assert s.cpus[1].hertz is None and s.cpus[1].load == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize("line", ["", "hello world", "RAM lots", "12-01-2026 10:00:00"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "hello world",
+        "RAM lots",
+        "12-01-2026 10:00:00",
+        "thermal zone cpu@50.5C is not readable",  # a known field alone is no tegrastats line
+        "CPU [4%@1510,3%@1510] GR3D_FREQ 0%@[612]",  # a cut line
+    ],
+)
 def test_lines_with_no_known_field_are_parse_errors(line):
     with pytest.raises(ParseError):
         parse_line(line)

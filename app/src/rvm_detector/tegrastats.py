@@ -12,8 +12,10 @@ again with exponential backoff. Values older than `--stale-after` are withdrawn
 
 The parser reads JetPack 4, 5 and 6 lines, with or without the leading timestamp.
 A field it does not know is skipped and counted in
-`rvm_tegrastats_unknown_fields_total{field}`; a line with no field it knows is
-counted in `rvm_tegrastats_parse_errors_total` and logged at most once a minute.
+`rvm_tegrastats_unknown_fields_total{field}`; a line without the RAM field every
+tegrastats line has (an error message, a cut line) is counted in
+`rvm_tegrastats_parse_errors_total`, logged at most once a minute, and does not replace
+the last good line.
 
 `--once` reads lines on standard input instead and prints the exposition of the
 last line (no HTTP server, no child, no nvpmodel), for checks and tests:
@@ -71,7 +73,7 @@ _NAME = re.compile(r"[A-Z][A-Z0-9_]+ ")  # an upper-case word: the next field's 
 
 
 class ParseError(ValueError):
-    """The line holds no field this parser knows: not a tegrastats line."""
+    """Not a tegrastats line: it lacks the RAM field every tegrastats line has."""
 
 
 @dataclass
@@ -166,8 +168,9 @@ def parse_line(line: str) -> Sample:
             if pos >= len(line) or _NAME.match(line, pos) or _field(Sample(), line, pos):
                 break
             pos = _WORD.match(line, pos).end()
-    if not known:
-        raise ParseError(f"no tegrastats field in line: {line[:120]!r}")
+    if "RAM" not in sample.memory:  # every tegrastats line has it, whatever the board
+        what = "no RAM field" if known else "no tegrastats field"
+        raise ParseError(f"{what} in line: {line[:120]!r}")
     return sample
 
 
@@ -334,7 +337,7 @@ class Exporter:
         )
         self.parse_errors = Counter(
             "rvm_tegrastats_parse_errors",
-            "Lines with no tegrastats field this exporter knows",
+            "Lines that are not tegrastats lines (no RAM field): skipped",
             registry=self.registry,
         )
         self.unknown_fields = Counter(
