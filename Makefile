@@ -8,7 +8,7 @@ LAB_INVENTORY := inventories/lab/hosts.yml
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup setup-ml lab lab-down lab-status lint test test-python test-molecule model
+.PHONY: setup setup-ml lab lab-down lab-status lint test test-python test-molecule test-rules model
 
 # The controller's toolchain and the lab's packages: all that `make lab` needs.
 setup:
@@ -58,12 +58,17 @@ docs: setup
 test-python: setup-ml
 	pytest
 
+# The alert rules parse and their promtool unit tests pass (promtool: Debian package prometheus).
+test-rules: setup
+	promtool check rules monitoring/rules/*.yml
+	promtool test rules monitoring/tests/*.yml
+
 test-molecule: setup
 	bash scripts/molecule.sh jetpack
 	bash scripts/molecule.sh fleet
 
 # What CI runs (.ci/run calls exactly this). pytest last: its summary closes the log.
-test: lint test-molecule test-python
+test: lint test-rules test-molecule test-python
 
 model: setup-ml
 	nice -n 15 $(VENV)/python training/train.py

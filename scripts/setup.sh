@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LAB_PACKAGES=(debootstrap systemd-container iptables iproute2 openssh-client python3-venv util-linux)
+LAB_PACKAGES=(debootstrap systemd-container iptables iproute2 openssh-client python3-venv util-linux prometheus)
 missing=()
 for pkg in "${LAB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
