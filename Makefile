@@ -5,7 +5,7 @@ VENV := .venv/bin
 LAB ?= rvm
 LAB_HOSTS ?= jetson-lab-01 jetson-lab-02 lab-platform:platform
 LAB_INVENTORY := inventories/lab/hosts.yml
-export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.cache/prometheus/usr/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: setup setup-ml lab lab-down lab-status lint test test-python test-molecule test-rules model
@@ -58,7 +58,7 @@ docs: setup
 test-python: setup-ml
 	pytest
 
-# The alert rules parse and their promtool unit tests pass (promtool: Debian package prometheus).
+# The alert rules parse and their promtool unit tests pass (promtool: unpacked by make setup).
 test-rules: setup
 	promtool check rules monitoring/rules/*.yml
 	promtool test rules monitoring/tests/*.yml

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LAB_PACKAGES=(debootstrap systemd-container iptables iproute2 openssh-client python3-venv util-linux prometheus)
+LAB_PACKAGES=(debootstrap systemd-container iptables iproute2 openssh-client python3-venv util-linux)
 missing=()
 for pkg in "${LAB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -21,6 +21,15 @@ if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# promtool, for the alert rules' tests, from Debian's prometheus package: unpacked into
+# .cache (the Makefile puts it on PATH), not installed, so no Prometheus server starts here.
+if [[ ! -x .cache/prometheus/usr/bin/promtool ]]; then
+  echo "setup: unpacking promtool from Debian's prometheus package into .cache/prometheus"
+  mkdir -p .cache/debs
+  (cd .cache/debs && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; })
+  dpkg-deb -x "$(ls -t .cache/debs/prometheus_*.deb | head -n 1)" .cache/prometheus
 fi
 
 PYTHON=${PYTHON:-python3}
