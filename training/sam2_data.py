@@ -70,7 +70,11 @@ def _paste_with_mask(
     if len(xs) == 0:
         return None, full
     box = Box(
-        cls, float(x + xs.min()), float(y + ys.min()), float(x + xs.max() + 1), float(y + ys.max() + 1)
+        cls,
+        float(x + xs.min()),
+        float(y + ys.min()),
+        float(x + xs.max() + 1),
+        float(y + ys.max() + 1),
     )
     return box, full
 

@@ -111,10 +111,10 @@ class BoxDecoder(nn.Module):
         coords = boxes.reshape(n, 2, 2)
         labels = torch.tensor([[2, 3]], dtype=torch.int64, device=boxes.device).expand(n, 2)
         sparse, dense = sam.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
-        if image_embed.shape[0] != n:
-            image_embed = image_embed.expand(n, -1, -1, -1)
-            high_res_0 = high_res_0.expand(n, -1, -1, -1)
-            high_res_1 = high_res_1.expand(n, -1, -1, -1)
+        # Features of one frame serve every box (expand is free when they already match).
+        image_embed = image_embed.expand(n, -1, -1, -1)
+        high_res_0 = high_res_0.expand(n, -1, -1, -1)
+        high_res_1 = high_res_1.expand(n, -1, -1, -1)
         masks, iou, _, _ = sam.sam_mask_decoder(
             image_embeddings=image_embed,
             image_pe=sam.sam_prompt_encoder.get_dense_pe(),

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import sam2_data  # noqa: E402
-import sam2_model  # noqa: E402
+import sam2_data
+import sam2_model
 
 
 def _frame(args: tuple[int, str, int, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -38,10 +38,12 @@ def _frame(args: tuple[int, str, int, int]) -> list[tuple[np.ndarray, np.ndarray
     seed, split, index, size = args
     bgr, boxes, masks = sam2_data.sample(seed, split, index)
     h, w = bgr.shape[:2]
-    rgb = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (size, size), interpolation=cv2.INTER_LINEAR)
+    rgb = cv2.resize(
+        cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (size, size), interpolation=cv2.INTER_LINEAR
+    )
     sx, sy = size / w, size / h
     out = []
-    for b, m in zip(boxes, masks):
+    for b, m in zip(boxes, masks, strict=True):
         if not m.any():
             continue
         mm = cv2.resize(m.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0
@@ -72,9 +74,9 @@ def jitter(boxes: torch.Tensor, frac: float, size: int) -> torch.Tensor:
 
 def loss_fn(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor):
     """logits [B,1,s,s] (S/4), target [B,S,S] float; BCE + dice + IoU-head MSE."""
-    up = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)[
-        :, 0
-    ]
+    up = F.interpolate(
+        logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False
+    )[:, 0]
     bce = F.binary_cross_entropy_with_logits(up, target)
     p = up.sigmoid()
     inter = (p * target).flatten(1).sum(1)
@@ -124,7 +126,9 @@ def save(state: dict[str, torch.Tensor], out: Path, chunk_mb: float) -> list[Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", type=Path, default=Path("training/runs/sam2/ckpt.pt"))
     ap.add_argument("--init", type=Path, help="start from this checkpoint (else random init)")
     ap.add_argument("--image-size", type=int, default=256)
@@ -134,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--minutes", type=float, default=50.0, help="wall-time budget of the loop")
-    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: time only)")
+    ap.add_argument(
+        "--max-steps", type=int, default=0, help="stop after this many steps (0: time only)"
+    )
     ap.add_argument("--jitter", type=float, default=0.04)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
@@ -160,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             log_f.flush()
 
     imgs, masks, boxes, _ = make_items(args.seed, "sam2-train", args.frames, size, args.workers)
-    v_imgs, v_masks, v_boxes, _ = make_items(args.seed, "sam2-val", args.val_frames, size, args.workers)
+    v_imgs, v_masks, v_boxes, _ = make_items(
+        args.seed, "sam2-val", args.val_frames, size, args.workers
+    )
     log(event="data", train_items=len(imgs), val_items=len(v_imgs), device=str(device))
 
     sam = sam2_model.build(size, args.init)
@@ -169,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     params = [
         p
         for n, p in sam.named_parameters()
-        if n.startswith(("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed"))
+        if n.startswith(
+            ("image_encoder.", "sam_prompt_encoder.", "sam_mask_decoder.", "no_mem_embed")
+        )
     ]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
     g_imgs = torch.from_numpy(imgs).to(device)
@@ -184,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         if elapsed > budget or (args.max_steps and step >= args.max_steps):
             break
         frac = min(1.0, elapsed / max(budget, 1e-6))
-        lr = args.lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = (
+            args.lr
+            * min(1.0, (step + 1) / warmup)
+            * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         sel = torch.randint(0, len(g_imgs), (args.batch,), device=device)

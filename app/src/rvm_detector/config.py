@@ -77,6 +77,17 @@ class ModelConfig(_Strict):
         return v
 
 
+class SegmentConfig(_Strict):
+    # SAM2 graphs from training/export_sam2.py, each in its directory beside its
+    # manifest.json (e.g. /opt/rvm-detector/models/sam2-tiny-encoder/<sha256>/model.onnx).
+    # Deposits only. Unset, missing or broken: segmentation is off (said in /readyz and
+    # rvm_segmentation_enabled) and deposits go on without masks; never a start failure.
+    encoder: Path | None = None
+    decoder: Path | None = None
+    # ONNX Runtime intra-op threads; None = one per physical core.
+    threads: int | None = Field(None, ge=1, le=64)
+
+
 class TriggerConfig(_Strict):
     # continuous: detect at up to `fps` and record a deposit whenever an item
     # appears in an empty chute. deposit: detect only when the machine's
@@ -265,6 +276,7 @@ class Config(_Strict):
     platform: PlatformConfig
     spool: SpoolConfig
     http: HttpConfig = HttpConfig()
+    segment: SegmentConfig = SegmentConfig()
     trigger: TriggerConfig = TriggerConfig()
     verdict: VerdictConfig = VerdictConfig()
     record: RecordConfig = RecordConfig()
