@@ -29,10 +29,9 @@ from detector_fixtures import (
     write_config,
     write_video,
 )
-
 from rvm_detector.capture import Frame
 from rvm_detector.configfile import load_config
-from rvm_detector.records import DepositRecord, Detection, DirectorySink, ModelId
+from rvm_detector.records import Detection, DirectorySink, ModelId
 from rvm_detector.segment import Sam2Segmenter, SegmentationError, find_pair, mask_png
 from rvm_detector.service import DepositJob, Service, SinkSetup
 
