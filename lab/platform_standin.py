@@ -588,6 +588,10 @@ class EdgeHandler(_JsonHandler):
         if outcome:
             return
         if path == "/api/v1/edge/upload-image" and p.roll(f.upload_image_error_rate):
+            p.store.execute(
+                "INSERT INTO image_posts (idem_key, outcome, received_at) VALUES (?, '503', ?)",
+                (self.headers.get("Idempotency-Key"), _now()),
+            )
             self._send(503, {"message": "Service Unavailable"})
             return
         try:

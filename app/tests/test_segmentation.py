@@ -7,7 +7,6 @@ Held-out frames come from training/sam2_data.py, which knows each item's exact m
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import re
 import shutil
@@ -34,11 +33,11 @@ from rvm_detector.configfile import load_config
 from rvm_detector.records import Detection, DirectorySink, ModelId
 from rvm_detector.segment import Sam2Segmenter, SegmentationError, find_pair, mask_png
 from rvm_detector.service import DepositJob, Service, SinkSetup
+from upload_fixtures import load_standin
 
 MODELS = REPO / "models"
 ENCODER = MODELS / "sam2-tiny-encoder"
 DECODER = MODELS / "sam2-tiny-decoder"
-STANDIN = REPO / "lab" / "platform_standin.py"
 API_KEY = "rvm_" + "m" * 60
 
 
@@ -145,8 +144,9 @@ def test_bad_sam2_files_are_refused_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(SegmentationError, match="expected one SAM2 encoder"):
         find_pair(tmp_path / "nowhere")
     with pytest.raises(SegmentationError, match="above the platform's 1 MiB"):
-        noise = np.random.default_rng(0).random((1500, 1500)) > 0.5
-        mask_png([noise, ~noise], noise.shape)
+        # 16 items scattered like noise over a 3-megapixel frame: incompressible.
+        noise = np.random.default_rng(0).integers(0, 16, (1536, 2048))
+        mask_png([noise == k for k in range(16)], noise.shape)
 
 
 def test_mask_that_fails_to_encode_keeps_the_deposit_without_masks(tmp_path: Path) -> None:
@@ -180,10 +180,7 @@ def test_mask_that_fails_to_encode_keeps_the_deposit_without_masks(tmp_path: Pat
 
 @pytest.fixture
 def standin(tmp_path: Path):
-    spec = importlib.util.spec_from_file_location("rvm_platform_standin_seg", STANDIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    server = module.StandinServer(tmp_path / "platform.db", [API_KEY], seed=1).start()
+    server = load_standin().StandinServer(tmp_path / "platform.db", [API_KEY], seed=1).start()
     yield server
     server.stop()
 

@@ -224,8 +224,9 @@ class Service:
         host, port = self.http.address
         log.info("http listening", extra={"host": host, "port": port})
         self.capture.start()
-        self.load_model()
+        # SAM2 first: once /readyz says ready, it also says whether segmentation is on.
         self.load_segmenter()
+        self.load_model()
         status = "ready" if self.detector else f"model not usable: {self.model_problem}"
         self.notifier.ready(status)
 
