@@ -32,7 +32,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "app" / "src"))
 
 import sam2_data  # noqa: E402
-
 from rvm_detector.records import Detection  # noqa: E402
 from rvm_detector.segment import Sam2Segmenter  # noqa: E402
 
