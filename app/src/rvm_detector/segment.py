@@ -178,6 +178,8 @@ def _session(path: Path, threads: int | None):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.inter_op_num_threads = 1
+    # The exporter's shape hints for Hiera's padding make ORT warn on every load; harmless.
+    opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
     try:
