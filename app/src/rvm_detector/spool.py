@@ -654,7 +654,10 @@ class Spool:
         with self._lock:
             known = {u for (u,) in self._fast.execute("SELECT uuid FROM mask_uploads")}
         for entry in os.scandir(self.masks):
-            if entry.name.split(".", 1)[0] not in known:
+            owner = next(
+                (entry.name[: -len(x)] for x in _MASK_FILES[::-1] if entry.name.endswith(x)), ""
+            )
+            if owner not in known:
                 log.info("spool: removing orphan mask file %s (crash before commit)", entry.name)
                 os.unlink(entry.path)
 
