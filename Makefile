@@ -8,7 +8,7 @@ LAB_INVENTORY := inventories/lab/hosts.yml
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/.cache/prometheus/usr/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup setup-ml lab lab-down lab-status lint test test-python test-molecule test-rules model
+.PHONY: setup setup-ml lab lab-down lab-status lint test test-python test-molecule test-rules model sam2
 
 # The controller's toolchain and the lab's packages: all that `make lab` needs.
 setup:
@@ -72,3 +72,12 @@ test: lint test-rules test-molecule test-python
 
 model: setup-ml
 	nice -n 15 $(VENV)/python training/train.py
+
+# SAM2.1 hiera-tiny for deposit masks: train from random init on generated frames with exact
+# masks, export the two ONNX graphs + manifests to models/ (models/README.md). The committed
+# weights were trained with these defaults on one GPU (about 6 minutes); on a CPU the loop
+# stops at --minutes with what it has, e.g. SAM2_TRAIN_ARGS="--batch 8 --minutes 60".
+SAM2_RUN := training/runs/sam2
+sam2: setup-ml
+	nice -n 15 $(VENV)/python training/train_sam2.py --out $(SAM2_RUN)/ckpt.pt --log $(SAM2_RUN)/train.jsonl $(SAM2_TRAIN_ARGS)
+	nice -n 15 $(VENV)/python training/export_sam2.py --checkpoint $(SAM2_RUN)/ckpt.pt --training-log $(SAM2_RUN)/train.jsonl

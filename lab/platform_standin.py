@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 MAX_BODY = 20 * 1024 * 1024
 MAX_IMAGE = 5 * 1024 * 1024
+MAX_MASK = 1024 * 1024
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS machines (
     key_sha256 TEXT PRIMARY KEY, hardware_id TEXT, name TEXT,
@@ -62,6 +63,13 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT, hardware_id TEXT NOT NULL, action TEXT NOT NULL,
     created_at TEXT NOT NULL, delivered_at TEXT);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, idem_key TEXT UNIQUE, hardware_id TEXT,
+    metadata TEXT NOT NULL, original_sha256 TEXT NOT NULL, processed_sha256 TEXT NOT NULL,
+    mask_png BLOB, response TEXT NOT NULL, received_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS image_posts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, idem_key TEXT, outcome TEXT NOT NULL,
+    received_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offline_transactions (
     id INTEGER PRIMARY KEY AUTOINCREMENT, hardware_id TEXT, timestamp TEXT, items TEXT,
     received_at TEXT);
@@ -96,6 +104,7 @@ class Faults:
     bad_gateway_html_rate: float = 0.0  # 502 text/html, as a proxy in front would answer
     non_json_2xx_rate: float = 0.0  # stored, then 201 with a body that is not JSON
     ignore_idempotency: bool = False  # behave like a platform without key support
+    upload_image_error_rate: float = 0.0  # 503 to upload-image only, before storing
 
     def update(self, changes: dict[str, Any]) -> None:
         known = {f.name: f.type for f in fields(self)}
@@ -369,6 +378,54 @@ def validate_deposit(form: dict[str, str], files: dict[str, Any]) -> tuple[bytes
     return image[2], kind or "", parsed
 
 
+def validate_upload_image(form: dict[str, str], files: dict[str, Any]) -> dict[str, Any]:
+    """POST /edge/upload-image: two JPEGs <= 5 MiB, an optional PNG mask <= 1 MiB, metadata."""
+    errors: dict[str, list[str]] = {}
+    for field in ("original_image", "processed_image"):
+        f = files.get(field)
+        _check(errors, field, f is not None, f"The {field.replace('_', ' ')} field is required.")
+        if f is not None:
+            _check(
+                errors,
+                field,
+                _image_kind(f[2]) == "image/jpeg",
+                f"The {field.replace('_', ' ')} field must be a file of type: jpeg, jpg.",
+            )
+            _check(
+                errors,
+                field,
+                len(f[2]) <= MAX_IMAGE,
+                f"The {field.replace('_', ' ')} field must not be greater than 5120 kilobytes.",
+            )
+    mask = files.get("mask_image")
+    if mask is not None:
+        _check(
+            errors,
+            "mask_image",
+            _image_kind(mask[2]) == "image/png",
+            "The mask image field must be a file of type: png.",
+        )
+        _check(
+            errors,
+            "mask_image",
+            len(mask[2]) <= MAX_MASK,
+            "The mask image field must not be greater than 1024 kilobytes.",
+        )
+    try:
+        meta: Any = json.loads(form.get("metadata") or "null")
+    except ValueError:
+        meta = None
+    _check(
+        errors,
+        "metadata",
+        isinstance(meta, dict) and "session_id" in meta and "item_sequence" in meta,
+        "The metadata field must be JSON with session_id and item_sequence.",
+    )
+    if errors:
+        raise Invalid(errors)
+    return meta
+
+
 # -- the edge server --------------------------------------------------------------
 
 
@@ -405,8 +462,32 @@ class Platform:
             "handshakes": q("SELECT COUNT(*) FROM handshakes")[0][0],
             "heartbeats": q("SELECT COUNT(*) FROM heartbeats")[0][0],
             "offline_transactions": q("SELECT COUNT(*) FROM offline_transactions")[0][0],
+            "image_posts": q("SELECT COUNT(*) FROM image_posts")[0][0],
+            "images_stored": q("SELECT COUNT(*) FROM images")[0][0],
             "pending_commands": q("SELECT COUNT(*) FROM commands WHERE delivered_at IS NULL")[0][0],
         }
+
+    def images(self) -> list[dict[str, Any]]:
+        """Everything upload-image stored; the mask PNG as base64."""
+        import base64
+
+        rows = self.store.query(
+            "SELECT id, idem_key, hardware_id, metadata, original_sha256, processed_sha256,"
+            " mask_png, received_at FROM images ORDER BY id"
+        )
+        return [
+            {
+                "id": i,
+                "idem_key": k,
+                "hardware_id": h,
+                "metadata": json.loads(m),
+                "original_sha256": o,
+                "processed_sha256": pr,
+                "mask_png_b64": base64.b64encode(mask).decode() if mask else None,
+                "received_at": t,
+            }
+            for i, k, h, m, o, pr, mask, t in rows
+        ]
 
     def deposits(self) -> list[dict[str, Any]]:
         cols = [
@@ -506,9 +587,18 @@ class EdgeHandler(_JsonHandler):
         outcome = self._fault_before_store(p, path)
         if outcome:
             return
+        if path == "/api/v1/edge/upload-image" and p.roll(f.upload_image_error_rate):
+            p.store.execute(
+                "INSERT INTO image_posts (idem_key, outcome, received_at) VALUES (?, '503', ?)",
+                (self.headers.get("Idempotency-Key"), _now()),
+            )
+            self._send(503, {"message": "Service Unavailable"})
+            return
         try:
             if method == "POST" and path == "/api/v1/edge/deposit":
                 self._deposit(p, machine, body)
+            elif method == "POST" and path == "/api/v1/edge/upload-image":
+                self._upload_image(p, machine, body)
             elif method == "POST" and path == "/api/v1/edge/handshake":
                 self._handshake(p, machine, body)
             elif method == "POST" and path == "/api/v1/edge/heartbeat":
@@ -653,6 +743,60 @@ class EdgeHandler(_JsonHandler):
             )
         self._answer_stored(p, 201, response)
 
+    def _upload_image(self, p: Platform, machine: tuple, body: bytes) -> None:
+        """Stores the three images' digests and the mask itself; a repeated key replays."""
+        form, files = parse_multipart(body, self.headers.get("Content-Type", ""))
+        key = None if p.faults.ignore_idempotency else self.headers.get("Idempotency-Key")
+        now = _now()
+        with p.store._write:
+            conn = p.store.conn()
+            prior = (
+                key
+                and conn.execute("SELECT response FROM images WHERE idem_key=?", (key,)).fetchone()
+            )
+            if prior:
+                outcome, response = "replay", json.loads(prior[0])
+            else:
+                try:
+                    meta = validate_upload_image(form, files)
+                except Invalid:
+                    conn.execute(
+                        "INSERT INTO image_posts (idem_key, outcome, received_at) VALUES (?, ?, ?)",
+                        (key, "422", now),
+                    )
+                    raise
+                mask = files.get("mask_image")
+                cur = conn.execute(
+                    "INSERT INTO images (idem_key, hardware_id, metadata, original_sha256,"
+                    " processed_sha256, mask_png, response, received_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, '', ?)",
+                    (
+                        key,
+                        machine[1],
+                        json.dumps(meta),
+                        sha256_hex(files["original_image"][2]),
+                        sha256_hex(files["processed_image"][2]),
+                        mask[2] if mask else None,
+                        now,
+                    ),
+                )
+                n = cur.lastrowid
+                response = {
+                    "status": "success",
+                    "data": {
+                        "original_url": f"/storage/images/{n}/original.jpg",
+                        "processed_url": f"/storage/images/{n}/processed.jpg",
+                        "mask_url": f"/storage/images/{n}/mask.png" if mask else None,
+                    },
+                }
+                conn.execute("UPDATE images SET response=? WHERE id=?", (json.dumps(response), n))
+                outcome = "201"
+            conn.execute(
+                "INSERT INTO image_posts (idem_key, outcome, received_at) VALUES (?, ?, ?)",
+                (key, outcome, now),
+            )
+        self._answer_stored(p, 201, response)
+
     def _handshake(self, p: Platform, machine: tuple, body: bytes) -> None:
         req = self._json(body)
         validate_handshake(req)
@@ -736,6 +880,7 @@ class AdminHandler(_JsonHandler):
 
     GET  /admin/stats                   counts: posts, stored, duplicates, ...
     GET  /admin/deposits                everything stored (no image bytes)
+    GET  /admin/images                  upload-image posts stored, mask PNG as base64
     GET  /admin/heartbeats | /admin/handshakes | /admin/offline
     GET  /admin/faults                  current switches
     POST /admin/faults {...}            change switches (partial); {"reset": true} clears
@@ -753,6 +898,8 @@ class AdminHandler(_JsonHandler):
             self._send(200, p.stats())
         elif path == "/admin/deposits":
             self._send(200, p.deposits())
+        elif path == "/admin/images":
+            self._send(200, p.images())
         elif path == "/admin/faults":
             self._send(200, asdict(p.faults))
         elif path in ("/admin/heartbeats", "/admin/handshakes"):
@@ -882,6 +1029,9 @@ class StandinServer:
 
     def deposits(self) -> list[dict[str, Any]]:
         return self.platform.deposits()
+
+    def images(self) -> list[dict[str, Any]]:
+        return self.platform.images()
 
 
 def _load_keys(path: Path) -> list[str]:

@@ -115,6 +115,24 @@ class ModelConfig(_Strict):
         return v
 
 
+class SegmentConfig(_Strict):
+    # Deposits only. Unset, missing or broken: segmentation is off (said in /readyz and
+    # rvm_segmentation_enabled) and deposits go on without masks; never a start failure.
+    encoder: Path | None = Field(
+        None,
+        description="SAM2 image encoder (training/export_sam2.py), beside its manifest.json, "
+        "e.g. /opt/rvm-detector/models/sam2-tiny-encoder/<sha256>/model.onnx; unset: no masks",
+    )
+    decoder: Path | None = Field(
+        None,
+        description="SAM2 prompt encoder + mask decoder taking box prompts, beside its "
+        "manifest.json; unset: no masks",
+    )
+    threads: int | None = Field(
+        None, ge=1, le=64, description="ONNX Runtime intra-op threads; unset: one per core"
+    )
+
+
 class TriggerConfig(_Strict):
     mode: Literal["continuous", "deposit"] = Field(
         "deposit",
@@ -354,6 +372,9 @@ class Config(_Strict):
     platform: PlatformConfig = Field(description="the MyRVM platform deposits go to")
     spool: SpoolConfig = Field(description="the durable outbox between detector and platform")
     http: HttpConfig = Field(default_factory=HttpConfig, description="the local HTTP API")
+    segment: SegmentConfig = Field(
+        default_factory=SegmentConfig, description="SAM2 masks of each deposit's items"
+    )
     trigger: TriggerConfig = Field(
         default_factory=TriggerConfig, description="when the detector looks"
     )

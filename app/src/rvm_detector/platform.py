@@ -166,6 +166,30 @@ class PlatformClient:
         )
         return _reply(resp, ("status", "data"))
 
+    def upload_image(
+        self,
+        *,
+        idempotency_key: str,
+        original: bytes,
+        processed: bytes,
+        mask: bytes | None,
+        metadata: dict[str, Any],
+    ) -> Reply:
+        """POST /edge/upload-image: the deposit's frame, the frame with masks, the mask PNG."""
+        files = {
+            "original_image": (f"{idempotency_key}.jpg", original, "image/jpeg"),
+            "processed_image": (f"{idempotency_key}.processed.jpg", processed, "image/jpeg"),
+        }
+        if mask is not None:
+            files["mask_image"] = (f"{idempotency_key}.png", mask, "image/png")
+        resp = self._http.post(
+            "/edge/upload-image",
+            headers={"Idempotency-Key": idempotency_key},
+            data={"metadata": json.dumps(metadata, separators=(",", ":"), sort_keys=True)},
+            files=files,
+        )
+        return _reply(resp, ("status",))
+
     def handshake(self, payload: dict[str, Any]) -> Reply:
         return _reply(self._http.post("/edge/handshake", json=payload), ("status", "data"))
 

@@ -59,6 +59,23 @@ CREATE INDEX IF NOT EXISTS deposits_due ON deposits (state, next_attempt_at, seq
 # nothing writes or sends any more. It is left in place (never dropped): its rows stay
 # in spool.db for the operator, and an older release rolled back to still finds it.
 _RETIRED_TABLE = "offline_transactions"
+# Mask images for POST /edge/upload-image, one row per segmented deposit; committed in
+# the deposit's own transaction, sent only once the deposit row is gone (accepted).
+# Files: masks/<uuid>.png (mask), <uuid>.jpg (original), <uuid>.processed.jpg.
+_MASK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mask_uploads (
+    uuid TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    metadata TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    dead_status INTEGER,
+    dead_body TEXT
+);
+"""
+_MASK_FILES = (".png", ".jpg", ".processed.jpg")
 # Dead-letter bodies are kept for the operator, not archived forever.
 _MAX_BODY_CHARS = 16_384
 _EXPORT_COLUMNS = (
@@ -95,6 +112,31 @@ class SpooledDeposit:
 
 
 @dataclass(frozen=True)
+class MaskUpload:
+    """What POST /edge/upload-image needs for one deposit."""
+
+    mask_png: bytes
+    original_jpeg: bytes
+    processed_jpeg: bytes
+    metadata: dict[str, Any]
+
+
+def _mask_upload(record: DepositRecord) -> MaskUpload | None:
+    if not record.mask_png:
+        return None
+    return MaskUpload(
+        record.mask_png,
+        record.jpeg,
+        record.processed_jpeg,
+        {
+            "session_id": record.session_id or record.uuid,
+            "item_sequence": record.item_sequence,
+            "client_ref": record.uuid,
+        },
+    )
+
+
+@dataclass(frozen=True)
 class SpoolStats:
     pending: int
     dead: int
@@ -103,6 +145,7 @@ class SpoolStats:
     db_bytes: int
     shed_pending: int
     oldest_age_s: float
+    masks_pending: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -130,9 +173,10 @@ class Spool:
     def __init__(self, directory: Path, max_bytes: int = 2 * 1024**3) -> None:
         self.directory = Path(directory)
         self.images = self.directory / "images"
+        self.masks = self.directory / "masks"
         self.max_bytes = max_bytes
         try:
-            for d in (self.directory, self.images):
+            for d in (self.directory, self.images, self.masks):
                 if not d.is_dir():
                     d.mkdir(parents=True, mode=0o750, exist_ok=True)
                     fsync_dir(d.parent)
@@ -152,11 +196,13 @@ class Spool:
         self._lock = threading.Lock()
         self._work = threading.Condition(threading.Lock())
         self._inflight: set[str] = set()
+        self._mask_inflight: set[str] = set()
         self._image_bytes = 0
         self._over_budget_warned = False
         self._last_shed_log = 0.0
         self._shed_since_log = 0
         self._remove_orphans()
+        self._remove_mask_orphans()
         # Unlinking is slow on a busy disk (ms) and nothing waits for it: a janitor
         # thread deletes acked images (a crash first leaves orphans, removed at open)
         # and checkpoints the WAL.
@@ -175,6 +221,7 @@ class Spool:
                 f"({_SCHEMA_VERSION}); roll forward again or move the spool aside"
             )
         self._durable.executescript(_SCHEMA)
+        self._durable.executescript(_MASK_SCHEMA)
         self._durable.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         self._report_retired_rows()
 
@@ -254,6 +301,7 @@ class Spool:
             data=data,
             image=record.jpeg,
             session_id=record.session_id,
+            mask=_mask_upload(record),
         )
 
     def enqueue(
@@ -264,8 +312,11 @@ class Spool:
         data: dict[str, Any],
         image: bytes,
         session_id: str | None = None,
+        mask: MaskUpload | None = None,
     ) -> None:
-        """Store one deposit; durable when this returns. A repeated uuid is a no-op."""
+        """Store one deposit (and its mask upload); durable when this returns.
+
+        A repeated uuid is a no-op."""
         if "/" in uuid or uuid.startswith("."):
             raise ValueError(f"deposit uuid {uuid!r} is not a plain identifier")
         with self._lock:
@@ -279,10 +330,18 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(self.images)
+        if mask is not None:
+            try:
+                self._write_mask_files(uuid, mask)
+            except OSError as e:  # the deposit matters more than its mask
+                log.warning("spool: deposit %s kept without its mask upload: %s", uuid, e)
+                self._unlink_mask_files(uuid)
+                mask = None
         body = json.dumps(data, separators=(",", ":"), sort_keys=True)
         with self._lock:
             shed, keep_image = self._make_room(len(image))
             try:
+                self._durable.execute("BEGIN IMMEDIATE")
                 self._durable.execute(
                     "INSERT OR IGNORE INTO deposits (uuid, created_at, status, data, session_id,"
                     " image_name, image_bytes, image_shed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -297,8 +356,18 @@ class Spool:
                         0 if keep_image else 1,
                     ),
                 )
+                if mask is not None:
+                    self._durable.execute(
+                        "INSERT OR IGNORE INTO mask_uploads (uuid, created_at, metadata)"
+                        " VALUES (?, ?, ?)",
+                        (uuid, time.time(), json.dumps(mask.metadata, sort_keys=True)),
+                    )
+                self._durable.execute("COMMIT")
             except sqlite3.Error as e:
+                if self._durable.in_transaction:
+                    self._durable.execute("ROLLBACK")
                 path.unlink(missing_ok=True)
+                self._unlink_mask_files(uuid)
                 raise SpoolError(f"cannot store deposit {uuid} in {self._db_path}: {e}") from e
             if keep_image:
                 self._image_bytes += len(image)
@@ -503,6 +572,9 @@ class Spool:
             (dead,) = self._fast.execute(
                 "SELECT COUNT(*) FROM deposits WHERE state='dead'"
             ).fetchone()
+            (masks_pending,) = self._fast.execute(
+                "SELECT COUNT(*) FROM mask_uploads WHERE state='pending'"
+            ).fetchone()
             inflight = len(self._inflight)
             image_bytes = self._image_bytes
             db_bytes = self._db_bytes()
@@ -514,6 +586,7 @@ class Spool:
             db_bytes=db_bytes,
             shed_pending=shed,
             oldest_age_s=0.0 if oldest is None else max(0.0, now - oldest),
+            masks_pending=masks_pending,
         )
 
     def export(self, state: str | None = None) -> Iterator[dict[str, Any]]:
@@ -531,3 +604,89 @@ class Spool:
             d["image_shed"] = bool(d["image_shed"])
             d["data"] = json.loads(d["data"])
             yield d
+
+    # -- mask uploads (POST /edge/upload-image, after the deposit) -------------
+
+    def _write_mask_files(self, uuid: str, mask: MaskUpload) -> None:
+        blobs = (mask.mask_png, mask.original_jpeg, mask.processed_jpeg)
+        for suffix, blob in zip(_MASK_FILES, blobs, strict=True):
+            with open(
+                self.masks / f"{uuid}{suffix}", "wb", opener=lambda p, f: os.open(p, f, 0o640)
+            ) as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+        fsync_dir(self.masks)
+
+    def _unlink_mask_files(self, uuid: str) -> None:
+        for suffix in _MASK_FILES:
+            (self.masks / f"{uuid}{suffix}").unlink(missing_ok=True)
+
+    def _remove_mask_orphans(self) -> None:
+        """Mask files without a row: a crash before the deposit's commit."""
+        with self._lock:
+            known = {u for (u,) in self._fast.execute("SELECT uuid FROM mask_uploads")}
+        for entry in os.scandir(self.masks):
+            owner = next(
+                (entry.name[: -len(x)] for x in _MASK_FILES[::-1] if entry.name.endswith(x)), ""
+            )
+            if owner not in known:
+                log.info("spool: removing orphan mask file %s (crash before commit)", entry.name)
+                os.unlink(entry.path)
+
+    def claim_mask(self, now: float | None = None) -> tuple[str, dict[str, Any], int] | None:
+        """The oldest due mask upload whose deposit the platform has accepted."""
+        now = time.time() if now is None else now
+        with self._lock:
+            skip = tuple(self._mask_inflight)
+            where = f" AND uuid NOT IN ({','.join('?' * len(skip))})" if skip else ""
+            row = self._fast.execute(
+                "SELECT uuid, metadata, attempts FROM mask_uploads WHERE state='pending'"
+                " AND next_attempt_at<=? AND uuid NOT IN (SELECT uuid FROM deposits)"
+                f"{where} ORDER BY next_attempt_at, created_at LIMIT 1",
+                (now, *skip),
+            ).fetchone()
+            if row is None:
+                return None
+            self._mask_inflight.add(row[0])
+        return row[0], json.loads(row[1]), row[2]
+
+    def read_mask_files(self, uuid: str) -> tuple[bytes, bytes, bytes] | None:
+        """(mask png, original jpeg, processed jpeg), or None if a file is gone."""
+        try:
+            png, orig, processed = (
+                (self.masks / f"{uuid}{suffix}").read_bytes() for suffix in _MASK_FILES
+            )
+        except FileNotFoundError:
+            return None
+        return png, orig, processed
+
+    def ack_mask(self, uuid: str) -> None:
+        with self._lock:
+            self._fast.execute("DELETE FROM mask_uploads WHERE uuid=?", (uuid,))
+            self._mask_inflight.discard(uuid)
+        for suffix in _MASK_FILES:
+            self._trash.put(self.masks / f"{uuid}{suffix}")
+
+    def retry_mask_later(self, uuid: str, delay_s: float, error: str) -> None:
+        with self._lock:
+            self._fast.execute(
+                "UPDATE mask_uploads SET attempts=attempts+1, next_attempt_at=?, last_error=?"
+                " WHERE uuid=?",
+                (time.time() + delay_s, error[:1000], uuid),
+            )
+            self._mask_inflight.discard(uuid)
+
+    def release_mask(self, uuid: str) -> None:
+        with self._lock:
+            self._mask_inflight.discard(uuid)
+
+    def dead_mask(self, uuid: str, status: int | None, body: str, error: str) -> None:
+        with self._lock:
+            self._durable.execute(
+                "UPDATE mask_uploads SET state='dead', attempts=attempts+1, dead_status=?,"
+                " dead_body=?, last_error=? WHERE uuid=?",
+                (status, body[:_MAX_BODY_CHARS], error[:1000], uuid),
+            )
+            self._mask_inflight.discard(uuid)
+        upload_metrics.DEAD_LETTERS.inc()

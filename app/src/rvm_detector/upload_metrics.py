@@ -33,6 +33,11 @@ DEAD_LETTERS = Counter(
 UPLOADED = Counter(
     "rvm_upload_deposits_total", "Deposits the platform acknowledged (2xx)", registry=REGISTRY
 )
+MASKS_UPLOADED = Counter(
+    "rvm_upload_masks_total",
+    "Mask images (POST /edge/upload-image) the platform acknowledged (2xx)",
+    registry=REGISTRY,
+)
 RETRIES = Counter(
     "rvm_upload_retries_total",
     "Deposit attempts that failed and were scheduled again",
@@ -62,3 +67,4 @@ def observe_spool(stats: SpoolStats) -> None:
     SPOOL_OLDEST_AGE.set(stats.oldest_age_s)
     SPOOL_BYTES.labels("images").set(stats.image_bytes)
     SPOOL_BYTES.labels("database").set(stats.db_bytes)
+    SPOOL_DEPTH.labels("masks_pending").set(stats.masks_pending)
