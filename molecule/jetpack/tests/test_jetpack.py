@@ -167,9 +167,12 @@ def test_model_with_wrong_sha256_stops_the_host_before_switching(tmp_path, host)
     manifest = json.loads((MODEL / "manifest.json").read_text())
     expected = hashlib.sha256(b"what the build recorded").hexdigest()
     (bad / "manifest.json").write_text(json.dumps({**manifest, "sha256": expected}))
+    # The bad copy among the good others: nothing of any model may switch.
+    models = [{"name": "deposit-yolo11n", "src": str(bad)}]
+    models += [{"name": name} for name in ("sam2-tiny-encoder", "sam2-tiny-decoder")]
     proc = playbook(
         "-l", "jsim-01", "-e", "role_under_test=tensorrt_engine",
-        "-e", f"tensorrt_engine_controller_dir={tmp_path}",
+        "-e", json.dumps({"tensorrt_engine_models": models}),
     )  # fmt: skip
     assert proc.returncode != 0
     out = proc.text
