@@ -19,7 +19,6 @@ Each figure lands in both manifests under `heldout_metrics`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -179,14 +178,6 @@ def _box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -214,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     size = args.image_size
     sam = sam2_model.build(size, args.checkpoint)
-    weights_sha = _file_sha(args.checkpoint) if args.checkpoint else "random-init-seed-0"
+    weights_sha = sha256_file(args.checkpoint) if args.checkpoint else "random-init-seed-0"
     ref = TorchRef(sam, size)
     with tempfile.TemporaryDirectory() as tmp:
         tmpd = Path(tmp)

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
+from rvm_detector.detector import sha256_file
 from rvm_detector.metrics import REGISTRY
 from rvm_detector.records import Detection, MaskInfo
 
@@ -139,16 +140,6 @@ DECODER_INPUTS = {"image_embed", "high_res_0", "high_res_1", "boxes"}
 DECODER_OUTPUTS = ("mask_logits", "iou")
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _manifest(model: Path, task: str) -> dict[str, Any]:
     path = model.parent / "manifest.json"
     if not model.is_file():
@@ -162,7 +153,7 @@ def _manifest(model: Path, task: str) -> dict[str, Any]:
             f"{path}: task is {data.get('task') if isinstance(data, dict) else None!r}, "
             f"expected {task!r}; is this the other half of the SAM2 pair?"
         )
-    actual = _sha256(model)
+    actual = sha256_file(model)
     if data.get("sha256") != actual:
         raise SegmentationError(
             f"{model}: sha256 {actual} does not match its manifest ({data.get('sha256')}); "
