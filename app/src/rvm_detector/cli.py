@@ -28,6 +28,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from rvm_detector import metrics
     from rvm_detector.logs import setup_logging
     from rvm_detector.service import Service, build_sink
 
@@ -37,6 +38,7 @@ def _run(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 2
     setup_logging(config.logging.level)
+    metrics.BUILD_INFO.labels(metrics.release_of(args.config), __version__).set(1)
     service = Service(config, build_sink(config))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: service.request_stop())

@@ -186,28 +186,51 @@ class RecordConfig(_Strict):
     jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of the deposit image")
 
 
+def host_port(v: str) -> tuple[str, int]:
+    host, _, port = v.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 class HttpConfig(_Strict):
     listen: str = Field(
         "127.0.0.1:8080",
         description="host:port of the local API (/healthz /readyz /metrics /deposit); port 0 "
         "picks a free port (logged as `http listening`)",
     )
+    metrics_listen: str | None = Field(
+        None,
+        description="host:port of a second listener that serves only GET /metrics, for the "
+        "monitoring server (the local API, with POST /deposit, stays on `listen`); null: none",
+    )
 
-    @field_validator("listen")
+    @field_validator("listen", "metrics_listen")
     @classmethod
-    def _host_port(cls, v: str) -> str:
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise ValueError(f"{v!r} is not host:port; write e.g. 127.0.0.1:8080")
         return v
 
+    @model_validator(mode="after")
+    def _distinct(self) -> HttpConfig:
+        # Port 0 asks for a free port, so two of them never clash.
+        m = self.metrics_listen
+        if m is not None and m == self.listen and host_port(m)[1] != 0:
+            raise ValueError(
+                f"metrics_listen {m!r} is the same address as listen; "
+                "give the metrics listener its own port (e.g. 0.0.0.0:9101)"
+            )
+        return self
+
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
+        return host_port(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return host_port(self.listen)[1]
 
 
 class LoggingConfig(_Strict):

@@ -23,7 +23,7 @@ import cv2
 from rvm_detector import metrics
 from rvm_detector import segment as seg
 from rvm_detector.capture import Capture, Frame, FrameQueue
-from rvm_detector.config import Config
+from rvm_detector.config import Config, host_port
 from rvm_detector.detector import Detector, load_detector
 from rvm_detector.http_api import DepositRejected, HttpApi
 from rvm_detector.records import DepositRecord, Detection, Sink
@@ -115,6 +115,11 @@ class Service:
         self.frames = FrameQueue(config.camera.queue_size, config.camera.name)
         self.capture = Capture(config.camera, self.frames)
         self.http = HttpApi(config.http.host, config.http.port, self)
+        self.metrics_http = (
+            HttpApi(*host_port(config.http.metrics_listen), self, metrics_only=True)
+            if config.http.metrics_listen
+            else None
+        )
         self._stop = threading.Event()
         self._jobs: queue.Queue[DepositJob] = queue.Queue()
         self._active: DepositJob | None = None
@@ -223,6 +228,10 @@ class Service:
         self.http.start()
         host, port = self.http.address
         log.info("http listening", extra={"host": host, "port": port})
+        if self.metrics_http is not None:
+            self.metrics_http.start()
+            host, port = self.metrics_http.address
+            log.info("metrics listening", extra={"host": host, "port": port})
         self.capture.start()
         # SAM2 first: once /readyz says ready, it also says whether segmentation is on.
         self.load_segmenter()
@@ -442,6 +451,8 @@ class Service:
         self.capture.stop()
         self.capture.join(timeout=10)
         self.http.stop()
+        if self.metrics_http is not None:
+            self.metrics_http.stop()
         for c in reversed(self.components):
             try:
                 c.stop()

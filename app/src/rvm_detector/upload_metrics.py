@@ -20,6 +20,11 @@ SPOOL_OLDEST_AGE = Gauge(
     registry=REGISTRY,
 )
 SPOOL_BYTES = Gauge("rvm_spool_bytes", "Bytes used by the spool", ["kind"], registry=REGISTRY)
+SPOOL_BUDGET = Gauge(
+    "rvm_spool_budget_bytes",
+    "The spool's disk budget (spool.max_bytes): images are shed beyond it",
+    registry=REGISTRY,
+)
 IMAGES_SHED = Counter(
     "rvm_spool_images_shed_total",
     "Images deleted to stay within spool.max_bytes (their records are kept)",
