@@ -26,6 +26,8 @@ lab: setup
 	fi
 	ansible-playbook lab/site.yml -i inventories/lab
 	@python3 lab/rvmlab.py list | awk -F'\t' '{print "\nlab " $$1 ": " $$3}'
+	@echo "web UIs (from this machine; or ssh -L 9090:<address>:9090 to it from your desk):"
+	@python3 lab/rvmlab.py urls --lab $(LAB) | sed 's/^/  /'
 	@echo "ssh in:    ssh -i /var/lib/rvm-lab/labs/$(LAB)/id_ed25519 -o UserKnownHostsFile=/var/lib/rvm-lab/labs/$(LAB)/known_hosts root@<address>"
 	@echo "or:        python3 lab/rvmlab.py shell --lab $(LAB) --host <name>"
 	@echo "journal:   python3 lab/rvmlab.py journal --lab $(LAB)"

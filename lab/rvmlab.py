@@ -512,6 +512,26 @@ def stop_host(host: dict) -> None:
 # --- CLI ---------------------------------------------------------------------
 
 
+# What the lab's hosts serve to the controller, by group (the roles open these ports to the
+# management network, which in the lab is the controller's bridge address).
+SERVICES = {
+    "monitoring": [
+        ("Prometheus", "http://{address}:9090"),
+        ("Alertmanager", "http://{address}:9093"),
+    ],
+}
+
+
+def service_urls(state: dict) -> list[tuple[str, str, str]]:
+    """(host, service, URL) of every service a lab host serves to the controller."""
+    return [
+        (host["name"], service, url.format(address=host["address"]))
+        for host in state["hosts"]
+        for group in host["groups"]
+        for service, url in SERVICES.get(group, [])
+    ]
+
+
 def find_host(lab: str, name: str) -> dict:
     state = load_state(lab)
     if state is None:
@@ -535,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("down", help="remove a lab and everything it made")
     p.add_argument("--lab", required=True)
     sub.add_parser("list", help="list the labs on this machine")
+    p = sub.add_parser("urls", help="the web services the lab's hosts serve to the controller")
+    p.add_argument("--lab", required=True)
     p = sub.add_parser("journal", help="print the journal of a lab host")
     p.add_argument("--lab", required=True)
     p.add_argument("--host", action="append", help="default: every host")
@@ -568,6 +590,16 @@ def main(argv: list[str] | None = None) -> int:
             for s in all_states():
                 hosts = ", ".join(f"{h['name']}={h['address']}" for h in s["hosts"])
                 print(f"{s['lab']}\tbridge {s['bridge']}\t{hosts}")
+        elif args.cmd == "urls":
+            state = load_state(args.lab)
+            if state is None:
+                raise LabError(f"no lab named {args.lab!r} (see `rvmlab.py list`)")
+            secrets = lab_dir(args.lab) / "secrets"
+            for host, service, url in service_urls(state):
+                print(
+                    f"{service:<13} {url}  ({host}; user admin, password in "
+                    f"{secrets / 'monitoring-web-password'})"
+                )
         elif args.cmd == "journal":
             state = load_state(args.lab) or {"hosts": []}
             for host in state["hosts"]:

@@ -90,7 +90,7 @@ def test_two_labs_side_by_side_then_nothing_left(tmp_path):
         up_a = rvmlab("up", "--lab", "pytest-a", "--host", "dev1", "--inventory", str(inv_a))
         assert up_a.returncode == 0, up_a.stderr
         up_b = rvmlab(
-            "up", "--lab", "pytest-b", "--host", "dev1", "--host", "plat:platform",
+            "up", "--lab", "pytest-b", "--host", "dev1", "--host", "plat:platform,monitoring",
             "--inventory", str(inv_b),
         )  # fmt: skip
         assert up_b.returncode == 0, up_b.stderr
@@ -101,6 +101,15 @@ def test_two_labs_side_by_side_then_nothing_left(tmp_path):
         # Hosts of one lab reach each other over the lab network.
         ping = rvmlab("shell", "--lab", "pytest-b", "--host", "dev1", "--",
                       "ping", "-c1", "-W3", addr_b_plat)  # fmt: skip
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        # Unplugged, a host is gone to the rest of the lab (it keeps running); plugged, back.
+        assert rvmlab("cable", "--lab", "pytest-b", "--host", "plat", "unplug").returncode == 0
+        ping = rvmlab("shell", "--lab", "pytest-b", "--host", "dev1", "--",
+                      "ping", "-c1", "-W2", addr_b_plat)  # fmt: skip
+        assert ping.returncode != 0, "an unplugged host still answers"
+        assert rvmlab("cable", "--lab", "pytest-b", "--host", "plat", "plug").returncode == 0
+        ping = rvmlab("shell", "--lab", "pytest-b", "--host", "dev1", "--",
+                      "ping", "-c1", "-W5", addr_b_plat)  # fmt: skip
         assert ping.returncode == 0, ping.stdout + ping.stderr
         # The controller reaches each host over SSH with the lab's key, host key checked.
         for inventory, lab in ((inv_a, "pytest-a"), (inv_b, "pytest-b")):
@@ -117,6 +126,11 @@ def test_two_labs_side_by_side_then_nothing_left(tmp_path):
             )  # fmt: skip
             assert ssh.stdout.strip() in ("running", "degraded"), ssh.stderr
             assert inventory.exists()
+        # `make lab` prints the monitoring host's web UIs from this.
+        urls = rvmlab("urls", "--lab", "pytest-b")
+        assert urls.returncode == 0, urls.stderr
+        assert f"Prometheus    http://{addr_b_plat}:9090  (plat;" in urls.stdout
+        assert f"Alertmanager  http://{addr_b_plat}:9093  (plat;" in urls.stdout
         # A lab name can only be used once at a time.
         again = rvmlab("up", "--lab", "pytest-a", "--host", "dev1")
         assert again.returncode == 2
