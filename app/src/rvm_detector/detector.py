@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from rvm_detector.backends import InferenceBackend, ModelError, open_backend
-from rvm_detector.letterbox import letterbox
+from rvm_detector.letterbox import LetterboxBuffer
 from rvm_detector.records import Detection, ModelId
 from rvm_detector.yolo_decode import decode
 
@@ -41,12 +42,15 @@ class Detector:
         self.backend = backend
         self.info = info
         self.conf, self.iou, self.max_det = conf, iou, max_det
+        # The model input is written in place, frame after frame: one caller at a time.
+        self._input = LetterboxBuffer(info.input_hw, backend.input_dtype)
+        self._lock = threading.Lock()
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
-        tensor, geometry = letterbox(image, self.info.input_hw)
-        if tensor.dtype != self.backend.input_dtype:
-            tensor = tensor.astype(self.backend.input_dtype)
-        return tensor, geometry
+        """The model input for `image` (a new array) and the geometry to map boxes back."""
+        with self._lock:
+            tensor, geometry = self._input(image)
+            return tensor.copy(), geometry
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Detections in `image` (BGR uint8, HxWx3), highest confidence first."""
@@ -54,16 +58,17 @@ class Detector:
             raise ValueError(
                 f"expected a BGR image HxWx3, got {getattr(image, 'shape', type(image))}"
             )
-        tensor, geometry = self.prepare(image)
-        output = self.backend.infer(tensor)
+        with self._lock:
+            tensor, geometry = self._input(image)
+            output = self.backend.infer(tensor)
         boxes, scores, classes = decode(
             output.astype(np.float32, copy=False), self.conf, self.iou, self.max_det
         )
         boxes = geometry.to_original(boxes)
         names = self.info.class_names
         return [
-            Detection(names[c], float(s), (float(b[0]), float(b[1]), float(b[2]), float(b[3])))
-            for b, s, c in zip(boxes, scores, classes.tolist(), strict=True)
+            Detection(names[c], s, (b[0], b[1], b[2], b[3]))
+            for b, s, c in zip(boxes.tolist(), scores.tolist(), classes.tolist(), strict=True)
         ]
 
     def warmup(self) -> None:
