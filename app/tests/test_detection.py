@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 from rvm_detector.backends import ModelError, split_engine_file
 from rvm_detector.detector import load_detector
 from rvm_detector.letterbox import PAD_VALUE, LetterboxBuffer, letterbox
-from rvm_detector.yolo_decode import nms
+from rvm_detector.yolo_decode import SMALL, decode, decode_candidates, nms
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -268,6 +268,27 @@ def test_nms_keeps_best_of_overlapping_and_separate_boxes() -> None:
     scores = np.array([0.5, 0.9, 0.7, 0.6], np.float32)
     assert nms(boxes, scores, 0.5).tolist() == [1, 2]
     assert nms(boxes, scores, 0.99).tolist() == [1, 2, 3, 0]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_python_nms_for_few_candidates_matches_numpy_path(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 400
+    out = np.zeros((1, 7, n), np.float32)
+    # Clusters of overlapping boxes of mixed classes, like a head's output around items.
+    centres = rng.uniform(20, 230, (4, 2))
+    pick = rng.integers(0, 4, n)
+    out[0, :2] = (centres[pick] + rng.normal(0, 4, (n, 2))).T
+    out[0, 2:4] = rng.uniform(20, 80, (2, n))
+    out[0, 4:] = rng.uniform(0, 1, (3, n)) ** 6
+    conf = float(np.sort(out[0, 4:].max(0))[-rng.integers(2, SMALL)])  # a few candidates
+    boxes, scores, classes = decode(out, conf, 0.5, 300)
+    kept = decode_candidates(out, conf, 0.5, 300)
+    assert [(round(k[0], 6), k[1]) for k in kept] == [
+        (round(float(s), 6), int(c)) for s, c in zip(scores, classes, strict=True)
+    ]
+    np.testing.assert_allclose([k[2:] for k in kept], boxes, atol=1e-3)
+    assert decode_candidates(out, conf, 0.5, 1) == kept[:1]
 
 
 def test_runtime_never_imports_torch_or_ultralytics(heldout: list[Path]) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from rvm_detector.backends import InferenceBackend, ModelError, open_backend
 from rvm_detector.letterbox import LetterboxBuffer
 from rvm_detector.records import Detection, ModelId
-from rvm_detector.yolo_decode import decode
+from rvm_detector.yolo_decode import decode_candidates
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,23 @@ class Detector:
         with self._lock:
             tensor, geometry = self._input(image)
             output = self.backend.infer(tensor)
-        boxes, scores, classes = decode(
-            output.astype(np.float32, copy=False), self.conf, self.iou, self.max_det
-        )
-        boxes = geometry.to_original(boxes)
+        kept = decode_candidates(output, self.conf, self.iou, self.max_det)
+        # Back to original pixels (clipped to the image), in plain Python: a few boxes.
+        left, top, gx, gy = geometry.left, geometry.top, geometry.gain_x, geometry.gain_y
+        w, h = geometry.width, geometry.height
         names = self.info.class_names
         return [
-            Detection(names[c], s, (b[0], b[1], b[2], b[3]))
-            for b, s, c in zip(boxes.tolist(), scores.tolist(), classes.tolist(), strict=True)
+            Detection(
+                names[c],
+                s,
+                (
+                    min(max((x1 - left) / gx, 0.0), w),
+                    min(max((y1 - top) / gy, 0.0), h),
+                    min(max((x2 - left) / gx, 0.0), w),
+                    min(max((y2 - top) / gy, 0.0), h),
+                ),
+            )
+            for s, c, x1, y1, x2, y2 in kept
         ]
 
     def warmup(self) -> None:
