@@ -71,6 +71,13 @@ def _default_device() -> str:
     return "0" if torch.cuda.is_available() else "cpu"
 
 
+def _has_data(root: Path, counts: dict[str, int]) -> bool:
+    """A data set of these counts is there (frames are a pure function of seed and index)."""
+    return (root / "data.yaml").is_file() and all(
+        len(list((root / "images" / split).glob("*.jpg"))) == n for split, n in counts.items()
+    )
+
+
 def _epochs_done(run_dir: Path) -> int:
     """Epochs that finished (rows of Ultralytics' results.csv)."""
     with (run_dir / "results.csv").open() as f:
@@ -146,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument("--close-mosaic", type=int, help="default: epochs // 5, at most 5")
+    parser.add_argument(
+        "--reuse-data",
+        action="store_true",
+        help="keep an existing data set of the same counts under --data instead of redrawing it",
+    )
     parser.add_argument("--data", type=Path, default=TRAINING_DIR / "data" / "deposits")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--name", default="deposit-yolo11n", help="run folder under training/runs")
@@ -153,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args.device = args.device or _default_device()
     started = time.monotonic()
-    data_yaml = write_dataset(
-        args.data, {"train": args.train, "val": args.val}, args.seed, os.cpu_count() or 1
-    )
+    counts = {"train": args.train, "val": args.val}
+    data_yaml = args.data / "data.yaml"
+    if not (args.reuse_data and _has_data(args.data, counts)):
+        data_yaml = write_dataset(args.data, counts, args.seed, os.cpu_count() or 1)
     generated = time.monotonic()
 
     ultralytics = import_ultralytics()
@@ -169,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
             init = convert(init, TRAINING_DIR / "runs" / f"{args.name}-init.pt")
         model = ultralytics.YOLO(str(init))  # earlier weights of this same recipe
+        settings["pretrained"] = True  # i.e. start from `init`; still no external weights
     else:
         model = ultralytics.YOLO("yolo11n.yaml")  # architecture only: random initial weights
     model.train(

@@ -60,9 +60,6 @@ class OrtBackend:
         opts.inter_op_num_threads = 1
         if threads:
             opts.intra_op_num_threads = threads
-        spin = os.environ.get("RVM_ORT_SPIN")  # "0": worker threads sleep between runs
-        if spin is not None:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         opts.log_severity_level = 3  # ORT's warnings go to stderr unstructured
         try:
             self.session = ort.InferenceSession(

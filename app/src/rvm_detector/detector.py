@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from rvm_detector.backends import InferenceBackend, ModelError, open_backend
@@ -172,4 +173,8 @@ def load_detector(
         sha256=sha256_file(path),
     )
     info = ModelInfo(model_id, names, hw, engine.name)
+    if engine.name.endswith("(CPUExecutionProvider)"):
+        # ONNX Runtime's intra-op threads own the cores; OpenCV's own pool (letterbox
+        # resize, JPEG work) would only wake threads that compete with them.
+        cv2.setNumThreads(1)
     return Detector(engine, info, conf, iou, max_det)
