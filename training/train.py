@@ -52,7 +52,7 @@ def _train_command(args: argparse.Namespace) -> str:
     if args.init:
         flags += (
             f" --init {args.init} --warmup-epochs {args.warmup_epochs}"
-            f" --close-mosaic {args.close_mosaic}"
+            f" --close-mosaic {args.close_mosaic} --mosaic {args.mosaic} --reuse-data"
         )
     return f"nice -n 15 {PYTHON} training/train.py {flags}"
 
@@ -114,6 +114,7 @@ def train_settings(args: argparse.Namespace) -> dict[str, Any]:
         "lr0": args.lr0,
         "cos_lr": True,
         "warmup_epochs": args.warmup_epochs,
+        "mosaic": args.mosaic,
         "close_mosaic": (
             args.close_mosaic if args.close_mosaic is not None else max(1, min(5, args.epochs // 5))
         ),
@@ -152,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         help="continue from these weights (.pt, or an exported .onnx) instead of random ones",
     )
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--mosaic", type=float, default=1.0, help="mosaic probability")
     parser.add_argument("--close-mosaic", type=int, help="default: epochs // 5, at most 5")
     parser.add_argument(
         "--reuse-data",
