@@ -54,6 +54,8 @@ def _train_command(args: argparse.Namespace) -> str:
             f" --init {args.init} --warmup-epochs {args.warmup_epochs}"
             f" --close-mosaic {args.close_mosaic} --mosaic {args.mosaic} --reuse-data"
         )
+    if args.package_only:
+        flags += " --package-only"
     return f"nice -n 15 {PYTHON} training/train.py {flags}"
 
 
@@ -160,16 +162,23 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep an existing data set of the same counts under --data instead of redrawing it",
     )
+    parser.add_argument(
+        "--package-only",
+        action="store_true",
+        help="no training: take the --init ONNX as the model, evaluate it and write the manifest",
+    )
     parser.add_argument("--data", type=Path, default=TRAINING_DIR / "data" / "deposits")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--name", default="deposit-yolo11n", help="run folder under training/runs")
     args = parser.parse_args(argv)
+    if args.package_only and not (args.init and args.init.suffix == ".onnx"):
+        parser.error("--package-only needs --init with an exported .onnx")
 
     args.device = args.device or _default_device()
     started = time.monotonic()
     counts = {"train": args.train, "val": args.val}
     data_yaml = args.data / "data.yaml"
-    if not (args.reuse_data and _has_data(args.data, counts)):
+    if not (args.package_only or (args.reuse_data and _has_data(args.data, counts))):
         data_yaml = write_dataset(args.data, counts, args.seed, os.cpu_count() or 1)
     generated = time.monotonic()
 
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     settings = train_settings(args)
-    if args.init:
+    if args.init and not args.package_only:
         init = args.init
         if init.suffix == ".onnx":
             from onnx_to_checkpoint import convert
@@ -185,36 +194,43 @@ def main(argv: list[str] | None = None) -> int:
             init = convert(init, TRAINING_DIR / "runs" / f"{args.name}-init.pt")
         model = ultralytics.YOLO(str(init))  # earlier weights of this same recipe
         settings["pretrained"] = True  # i.e. start from `init`; still no external weights
-    else:
+    elif not args.package_only:
         model = ultralytics.YOLO("yolo11n.yaml")  # architecture only: random initial weights
-    model.train(
-        data=str(data_yaml),
-        project=str(TRAINING_DIR / "runs"),
-        name=args.name,
-        exist_ok=True,
-        **settings,
-    )
-    trained = time.monotonic()
-    run_dir = TRAINING_DIR / "runs" / args.name
-    epochs_done = _epochs_done(run_dir)
-
-    # The last epoch's weights, not the best on val: the val split is the held-out one.
-    last = run_dir / "weights" / "last.pt"
-    exported = Path(
-        ultralytics.YOLO(str(last)).export(
-            format="onnx",
-            imgsz=args.imgsz,
-            opset=ONNX_OPSET,
-            simplify=False,
-            dynamic=False,
-            nms=False,
-            device="cpu",
+    if args.package_only:
+        trained = time.monotonic()
+        epochs_done = 0
+        args.out.mkdir(parents=True, exist_ok=True)
+        onnx_path = args.out / "model.onnx"
+        shutil.copyfile(args.init, onnx_path)
+    else:
+        model.train(
+            data=str(data_yaml),
+            project=str(TRAINING_DIR / "runs"),
+            name=args.name,
+            exist_ok=True,
+            **settings,
         )
-    )
-    pin_ir_version(exported)
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = args.out / "model.onnx"
-    shutil.copyfile(exported, onnx_path)
+        trained = time.monotonic()
+        run_dir = TRAINING_DIR / "runs" / args.name
+        epochs_done = _epochs_done(run_dir)
+
+        # The last epoch's weights, not the best on val: the val split is the held-out one.
+        last = run_dir / "weights" / "last.pt"
+        exported = Path(
+            ultralytics.YOLO(str(last)).export(
+                format="onnx",
+                imgsz=args.imgsz,
+                opset=ONNX_OPSET,
+                simplify=False,
+                dynamic=False,
+                nms=False,
+                device="cpu",
+            )
+        )
+        pin_ir_version(exported)
+        args.out.mkdir(parents=True, exist_ok=True)
+        onnx_path = args.out / "model.onnx"
+        shutil.copyfile(exported, onnx_path)
 
     exported_at = time.monotonic()
     metrics = evaluate_both(onnx_path, args.imgsz, args.val, args.seed, args.eval_count)
@@ -268,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             "export_s": round(exported_at - trained, 1),
             "command": " ".join(["training/train.py", *(argv or sys.argv[1:])]),
             "continued_from": _previous_stage(args.init),
+            "package_only": args.package_only,
         },
         **metrics,
         "reproduce": {
