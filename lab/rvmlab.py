@@ -539,6 +539,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lab", required=True)
     p.add_argument("--host", action="append", help="default: every host")
     p.add_argument("--lines", default="200")
+    p = sub.add_parser(
+        "cable",
+        help="unplug or plug a host's network cable (its link to the lab's bridge): to the "
+        "rest of the lab the host is gone, while it keeps running",
+    )
+    p.add_argument("--lab", required=True)
+    p.add_argument("--host", required=True)
+    p.add_argument("state", choices=["unplug", "plug"])
     p = sub.add_parser("shell", help="run a command on a lab host (default: a shell)")
     p.add_argument("--lab", required=True)
     p.add_argument("--host", required=True)
@@ -571,6 +579,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 out = in_host(host, "journalctl", "--no-pager", "-n", args.lines, check=False)
                 print(out.stdout + out.stderr, flush=True)
+        elif args.cmd == "cable":
+            host = find_host(args.lab, args.host)
+            run("ip", "link", "set", host["veth"], "down" if args.state == "unplug" else "up")
+            log(f"{args.host}: cable {args.state}ged ({host['veth']})")
         elif args.cmd == "shell":
             pid = container_init_pid(find_host(args.lab, args.host))
             if pid is None:

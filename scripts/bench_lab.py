@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "lab"))
+from labtools import LAB_PLAY, ansible_env  # noqa: E402
+
 RVMLAB = [sys.executable, str(REPO / "lab" / "rvmlab.py")]
 LAB = "bench"
 
@@ -43,13 +46,12 @@ def main() -> None:
     args = parser.parse_args()
     # A cache of our own: a forced rebuild must not pull the root from under other labs.
     os.environ["RVMLAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="rvmlab-bench-cache-")
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "NO_COLOR": "1"}
-    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
+    env = ansible_env(NO_COLOR="1")
     # The lab's group_vars beside a hosts file of our own (not the `make lab` hosts.yml).
     inventory_dir = Path(tempfile.mkdtemp(prefix="rvmlab-bench-"))
     (inventory_dir / "group_vars").symlink_to(REPO / "inventories" / "lab" / "group_vars")
     inventory = inventory_dir / "hosts.yml"
-    playbook = ["ansible-playbook", "site.yml", "-i", str(inventory)]
+    playbook = ["ansible-playbook", str(LAB_PLAY), "-i", str(inventory)]
     if args.tags:
         playbook += ["--tags", args.tags]
     times: dict[str, list[float]] = {"build root": [], "create lab": [], "converge": []}

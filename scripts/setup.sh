@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs everything the repository needs on a Debian/Ubuntu controller: the lab's
-# Debian packages and the Python toolchain in .venv. Safe to run again: it only does
-# what is missing or what changed.
+# Installs what the repository needs on a Debian/Ubuntu controller: the lab's Debian
+# packages and the Python toolchain in .venv (Ansible, Molecule, linters, the app).
+# `setup.sh ml` adds the model-building stack (the app's `export` extra: Ultralytics,
+# torch, onnx; about 3 GB), which only training and the parity tests need.
+# Safe to run again: it only does what is missing or what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,19 +23,32 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# promtool, for the alert rules' tests, from Debian's prometheus package: unpacked into
+# .cache (the Makefile puts it on PATH), not installed, so no Prometheus server starts here.
+if [[ ! -x .cache/prometheus/usr/bin/promtool ]]; then
+  echo "setup: unpacking promtool from Debian's prometheus package into .cache/prometheus"
+  mkdir -p .cache/debs
+  (cd .cache/debs && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; })
+  dpkg-deb -x "$(ls -t .cache/debs/prometheus_*.deb | head -n 1)" .cache/prometheus
+fi
+
 PYTHON=${PYTHON:-python3}
+what=${1:-controller}
+case $what in
+  controller) app='app' ;;
+  ml) app='app[export]' ;;
+  *) echo "setup: unknown part '$what' (use: controller, ml)" >&2; exit 2 ;;
+esac
 stamp_key=$(cat requirements.txt app/pyproject.toml | sha256sum | cut -c1-16)
-stamp=.venv/.setup-$stamp_key
+stamp=.venv/.setup-$what-$stamp_key
 if [[ -f $stamp ]]; then
-  echo "setup: .venv is up to date"
+  echo "setup: .venv is up to date ($what)"
   exit 0
 fi
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
-echo "setup: installing the Python toolchain into .venv (first time: a few minutes)"
+echo "setup: installing the Python toolchain ($what) into .venv (first time: minutes)"
 .venv/bin/pip install -q --upgrade pip
-# The app with its `export` extra (ultralytics + torch) is needed by the parity tests
-# and by training; the device runtime never installs that extra.
-.venv/bin/pip install -q -r requirements.txt -e 'app[export]'
-rm -f .venv/.setup-*
+.venv/bin/pip install -q -r requirements.txt -e "$app"
+rm -f .venv/.setup-"$what"-*
 touch "$stamp"
-echo "setup: done"
+echo "setup: done ($what)"

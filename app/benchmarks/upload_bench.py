@@ -91,7 +91,7 @@ class Standin:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                str(REPO / "tests" / "platform_standin" / "server.py"),
+                str(REPO / "lab" / "platform_standin.py"),
                 "--db",
                 str(workdir / "platform.db"),
                 "--api-key-file",

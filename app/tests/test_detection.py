@@ -291,13 +291,16 @@ def test_python_nms_for_few_candidates_matches_numpy_path(seed: int) -> None:
     assert decode_candidates(out, conf, 0.5, 1) == kept[:1]
 
 
-def test_runtime_never_imports_torch_or_ultralytics(heldout: list[Path]) -> None:
+def test_runtime_never_imports_torch_ultralytics_or_sam2(heldout: list[Path]) -> None:
     code = (
         "import json, sys\n"
         "from rvm_detector.cli import main\n"
-        f"rc = main(['detect', '--model', {str(committed_model())!r}, {str(heldout[0])!r}])\n"
+        f"rc = main(['detect', '--model', {str(committed_model())!r}, {str(heldout[0])!r},"
+        f" '--sam2', {str(committed_model().parents[1])!r}])\n"
         "import rvm_detector.service, rvm_detector.bench, rvm_detector.delivery\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics'))\n"
+        "import rvm_detector.segment\n"
+        "heavy = sorted(m for m in sys.modules\n"
+        "               if m.split('.')[0] in ('torch', 'ultralytics', 'sam2'))\n"
         "print(json.dumps({'rc': rc, 'heavy': heavy}))\n"
     )
     result = subprocess.run(

@@ -106,26 +106,20 @@ def test_wrong_key_401_blocked_403(standin) -> None:
         blocked.close()
 
 
-def test_sync_offline_is_all_or_nothing(client, standin) -> None:
+def test_sync_offline_is_all_or_nothing(standin) -> None:
+    # The device no longer sends offline transactions; the stand-in still models the
+    # platform's endpoint, so its rule is checked here with a plain HTTP client.
     good = {"timestamp": "2026-01-02T03:04:05Z", "items": [{"type": "PET_BOTTLE", "points": 10}]}
     bad = {"timestamp": "yesterday", "items": []}
-    refused = client.sync_offline([good, bad])
-    assert refused.status == 422 and "transactions.1.timestamp" in refused.body["errors"]
-    assert standin.stats()["offline_transactions"] == 0
-    done = client.sync_offline([good, good])
-    assert done.status == 200 and done.body["synced_count"] == 2
-
-
-def test_download_model_verifies_sha256(client, standin, tmp_path: Path) -> None:
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"onnx bytes" * 1000)
-    with httpx.Client(base_url=standin.admin_url) as admin:
-        sha = admin.post("/admin/models", json={"path": str(model)}).json()["sha256"]
-    dest = client.download_model(sha, tmp_path / "models" / "m.onnx")
-    assert dest.read_bytes() == model.read_bytes()
-    with pytest.raises(httpx.HTTPStatusError):
-        client.download_model("0" * 64, tmp_path / "models" / "missing.onnx")
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["m.onnx"]
+    with httpx.Client(
+        base_url=standin.edge_url + "/api/v1", headers={"X-RVM-API-KEY": API_KEY}
+    ) as http:
+        refused = http.post("/edge/sync-offline", json={"transactions": [good, bad]})
+        assert refused.status_code == 422
+        assert "transactions.1.timestamp" in refused.json()["errors"]
+        assert standin.stats()["offline_transactions"] == 0
+        done = http.post("/edge/sync-offline", json={"transactions": [good, good]})
+        assert done.status_code == 200 and done.json()["synced_count"] == 2
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:

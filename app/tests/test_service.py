@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import onnx
 import pytest
@@ -23,6 +24,7 @@ from detector_fixtures import (
     write_video,
 )
 from onnx import TensorProto, helper
+from rvm_detector.configfile import ConfigError, load_config
 from test_detection import NAMES, tiny_onnx
 
 CLASSES = ("pet_bottle", "can", "other")  # the committed model's class order
@@ -106,6 +108,51 @@ def test_video_deposits_via_http_api_with_health_metrics_and_sd_notify(
 
     assert det.terminate() == 0
     assert det.logs[-1]["msg"] == "stopped"
+
+
+def test_metrics_listener_serves_metrics_only_with_release_and_spool_budget(
+    tmp_path: Path, running
+) -> None:
+    """The monitoring server scrapes a listener of its own; it can never make a deposit."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, p in enumerate(heldout_images(tmp_path / "held", 2)):
+        (frames / f"{i}.jpg").write_bytes(p.read_bytes())
+    # The detector_app role writes release.json beside each release's config.
+    (tmp_path / "release.json").write_text(json.dumps({"release_id": "0.1.0-20261128T000000Z"}))
+    config = write_config(
+        tmp_path,
+        committed_model(),
+        frames,
+        http={"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0"},
+        spool={"dir": str(tmp_path / "spool"), "max_bytes": 64 * 1024**2},
+    )
+    det = running(config)
+    det.wait_ready()
+    entry = det.wait_msg("metrics listening")
+    url = f"http://{entry['host']}:{entry['port']}"
+    assert url != det.url
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    assert metric(text, "rvm_build_info", '{release="0.1.0-20261128T000000Z",version="0.1.0"}') == 1
+    assert metric(text, "rvm_spool_budget_bytes") == 64 * 1024**2
+    assert metric(text, "rvm_ready") == 1
+    deposit = httpx.post(url + "/deposit", json={}, timeout=10)
+    assert deposit.status_code == 404 and "only GET /metrics" in deposit.json()["error"]
+    assert httpx.get(url + "/readyz", timeout=10).status_code == 404
+    assert read_records(tmp_path / "spool") == []
+    assert det.post("/deposit").status_code == 200  # the local API still takes deposits
+
+
+def test_metrics_listener_on_the_api_address_is_refused(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        committed_model(),
+        tmp_path,
+        http={"listen": "127.0.0.1:8080", "metrics_listen": "127.0.0.1:8080"},
+    )
+    with pytest.raises(ConfigError, match=r"metrics_listen '127\.0\.0\.1:8080' is the same"):
+        load_config(config)
 
 
 def test_sigterm_finishes_the_deposit_in_hand(tmp_path: Path, running) -> None:

@@ -139,3 +139,41 @@ def test_unwritable_spool_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(SpoolError, match=r"spool\.dir"):
         Spool(blocker / "spool")
+
+
+def test_spool_of_an_earlier_release_with_offline_transactions_opens_and_keeps_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An earlier release also made a table offline_transactions; a spool it left behind
+    # (with a deposit and a queued transaction) must open, deliver, and keep that row.
+    conn = sqlite3.connect(tmp_path / "spool.db")
+    Spool(tmp_path / "fresh").close()
+    fresh = sqlite3.connect(tmp_path / "fresh" / "spool.db")
+    (schema,) = fresh.execute("SELECT sql FROM sqlite_master WHERE name='deposits'").fetchone()
+    assert (
+        fresh.execute(
+            "SELECT name FROM sqlite_master WHERE name=?", ("offline_transactions",)
+        ).fetchall()
+        == []
+    )
+    conn.executescript(
+        schema + ";\nCREATE TABLE offline_transactions (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " created_at REAL NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',"
+        " dead_body TEXT);\n"
+        "INSERT INTO offline_transactions (created_at, body) VALUES (1.0, '{\"items\": []}');\n"
+        "PRAGMA user_version=1;"
+    )
+    conn.close()
+
+    with caplog.at_level("WARNING", logger="rvm_detector.spool"):
+        spool = Spool(tmp_path)
+    assert "1 row(s) in table offline_transactions" in caplog.text
+    spool.put(_record("a1"))
+    item = spool.claim()
+    assert item is not None and item.uuid == "a1"
+    spool.dead_letter(item.uuid, 422, "{}", "HTTP 422")
+    assert spool.retry_dead() == 1
+    assert spool.stats().pending == 1
+    spool.close()
+    conn = sqlite3.connect(tmp_path / "spool.db")
+    assert conn.execute("SELECT body FROM offline_transactions").fetchall() == [('{"items": []}',)]

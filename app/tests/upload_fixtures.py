@@ -1,6 +1,6 @@
 """Shared helpers for the upload tests: the platform stand-in and deposit records.
 
-The stand-in lives in tests/platform_standin/server.py as a standalone program
+The stand-in lives in lab/platform_standin.py as a standalone program
 (an Ansible role copies that one file to the lab's platform host), so it is
 loaded here by path rather than installed as a package.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from rvm_detector.config import UploadConfig
 
 REPO = Path(__file__).resolve().parents[2]
-STANDIN_PATH = REPO / "tests" / "platform_standin" / "server.py"
+STANDIN_PATH = REPO / "lab" / "platform_standin.py"
 
 
 def load_standin():

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "lab"))
+from labtools import LAB_PLAY, playbook  # noqa: E402
+
 LAB = "fleet-bench"
 HOSTS = [
     "bench-dev-1:jetson",
@@ -34,21 +35,10 @@ HOSTS = [
 
 
 def run(args: list[str], inventory: Path, expect_ok: bool = True) -> tuple[float, str]:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-    }
-    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
-    start = time.monotonic()
-    proc = subprocess.run(
-        ["ansible-playbook", "site.yml", "-i", str(inventory), *args],
-        cwd=REPO, env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    seconds = time.monotonic() - start
-    if (proc.returncode == 0) != expect_ok:
-        sys.exit(f"{args}: rc={proc.returncode}\n{proc.stdout[-5000:]}")
-    return seconds, proc.stdout
+    result = playbook(LAB_PLAY, inventory, *args)
+    if result.ok != expect_ok:
+        sys.exit(f"{args}: rc={result.returncode}\n{result.stdout[-5000:]}")
+    return result.seconds, result.stdout
 
 
 def main() -> int:

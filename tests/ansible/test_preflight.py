@@ -7,32 +7,33 @@ validation fails before the first task that could change anything.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
+import re
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "lab"))
+from labtools import Run, playbook  # noqa: E402
+
+# What may run before validation stops a host: the argument spec check and the preflight.
+PREFLIGHT = {
+    t["name"] for t in yaml.safe_load((REPO / "roles/base/tasks/preflight.yml").read_text())
+}
 
 
-def site(tmp_path: Path, **extra_vars: object) -> subprocess.CompletedProcess:
+def site(tmp_path: Path, **extra_vars: object) -> Run:
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(
         "all:\n  children:\n    jetson:\n      hosts:\n        localhost:\n"
         "          ansible_connection: local\n"
         f"          ansible_python_interpreter: {sys.executable}\n"
     )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] = str(tmp_path / "facts")
-    return subprocess.run(
-        [
-            str(REPO / ".venv" / "bin" / "ansible-playbook"),
-            "site.yml", "-i", str(inventory), "--check", "--tags", "base",
-            "-e", json.dumps(extra_vars),
-        ],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    return playbook(
+        "site.yml", inventory, "--check", "--tags", "base", "-e", json.dumps(extra_vars),
+        timeout=300, ANSIBLE_CACHE_PLUGIN_CONNECTION=str(tmp_path / "facts"),
     )  # fmt: skip
 
 
@@ -66,9 +67,23 @@ def site(tmp_path: Path, **extra_vars: object) -> subprocess.CompletedProcess:
     ],
 )
 def test_bad_value_fails_in_preflight_with_its_name(tmp_path, variables, expected):
-    proc = site(tmp_path, **variables)
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, output
-    assert expected in output, output
-    # Nothing past validation ran.
-    assert "changed=0" in output or "changed:" not in output
+    run = site(tmp_path, **variables)
+    assert not run.ok, run.text
+    assert expected in run.text, run.text
+    # Nothing past validation ran: every task of the base role that started is the
+    # argument check or a preflight task, and the host failed with nothing changed.
+    started = re.findall(r"^TASK \[base : (.+?)\]", run.stdout, re.M)
+    assert started[0].startswith("Validating arguments against arg spec"), started
+    assert set(started[1:]) <= PREFLIGHT, started
+    assert run.recap()["localhost"]["changed"] == 0
+    assert run.recap()["localhost"]["failed"] == 1
+
+
+def test_lab_play_refuses_a_production_inventory():
+    # No connection is needed to refuse: the check runs on the controller.
+    run = playbook("lab/site.yml", "inventories/production", "--check", timeout=300)
+    assert not run.ok
+    assert "rvm-ber-001 is not a lab host (rvm_lab is not true in its inventory)" in run.text
+    assert "For a real fleet run `ansible-playbook site.yml" in run.text
+    assert "TASK [jetson_simulation" not in run.stdout
+    assert run.recap()["rvm-ber-001"]["failed"] == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-STANDIN = Path(__file__).resolve().parents[1] / "platform_standin" / "server.py"
+STANDIN = Path(__file__).resolve().parents[2] / "lab" / "platform_standin.py"
 API_KEY = "rvm_" + "f" * 60
 
 

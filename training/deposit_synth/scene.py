@@ -217,6 +217,18 @@ def render(
     rng: np.random.Generator, frame_w: int | None = None, frame_h: int | None = None
 ) -> tuple[np.ndarray, list[Box]]:
     """A BGR uint8 frame and the ground-truth boxes of the items in it."""
+    img, boxes, _ = render_with_masks(rng, frame_w, frame_h)
+    return img, boxes
+
+
+def render_with_masks(
+    rng: np.random.Generator, frame_w: int | None = None, frame_h: int | None = None
+) -> tuple[np.ndarray, list[Box], list[np.ndarray]]:
+    """`render`, plus each box's item mask: its visible silhouette (bool HxW).
+
+    The mask is what defines the box (visible coverage > 0.3), so masks and boxes agree
+    by construction; SAM2's training and evaluation data (training/sam2_data.py) use it.
+    """
     if frame_w is None or frame_h is None:
         frame_w, frame_h = frame_size(rng)
     img = chute_background(rng, frame_h, frame_w)
@@ -247,5 +259,5 @@ def render(
             )
         _, opacity = _paste(rng, img, maker(rng, length), taken, at)
         _occlude(placed, opacity)
-    boxes = [b for b in (_box_of(p) for p in placed) if b is not None]
-    return _camera(rng, img), boxes
+    kept = [(b, p.visible > 0.3) for b, p in ((_box_of(p), p) for p in placed) if b is not None]
+    return _camera(rng, img), [b for b, _ in kept], [m for _, m in kept]

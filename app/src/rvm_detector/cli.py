@@ -28,6 +28,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from rvm_detector import metrics
     from rvm_detector.logs import setup_logging
     from rvm_detector.service import Service, build_sink
 
@@ -37,6 +38,7 @@ def _run(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 2
     setup_logging(config.logging.level)
+    metrics.BUILD_INFO.labels(metrics.release_of(args.config), __version__).set(1)
     service = Service(config, build_sink(config))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: service.request_stop())
@@ -53,6 +55,15 @@ def _detect(args: argparse.Namespace) -> int:
     except ModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    segmenter = None
+    if args.sam2 is not None:
+        from rvm_detector.segment import Sam2Segmenter, SegmentationError, describe, find_pair
+
+        try:
+            segmenter = Sam2Segmenter(*find_pair(args.sam2))
+        except SegmentationError as e:
+            print(f"error: SAM2: {e}", file=sys.stderr)
+            return 2
     failed = False
     for path in args.images:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -64,6 +75,12 @@ def _detect(args: argparse.Namespace) -> int:
             failed = True
             continue
         detections = detector.detect(image)
+        if segmenter is not None:
+            masks = segmenter.segment(image, detections)
+            detections = [
+                type(d)(d.class_name, d.confidence, d.box, describe(m, d.box))
+                for d, m in zip(detections, masks, strict=True)
+            ]
         if args.json:
             out = {"image": str(path), "detections": [d.to_dict() for d in detections]}
             print(json.dumps(out))
@@ -71,7 +88,8 @@ def _detect(args: argparse.Namespace) -> int:
             print(f"{path}: {len(detections)} detection(s)")
             for d in detections:
                 box = ", ".join(f"{v:.1f}" for v in d.box)
-                print(f"  {d.class_name:<12} {d.confidence:.3f}  [{box}]")
+                area = f"  mask {d.mask.area} px ({d.mask.fill:.0%} of box)" if d.mask else ""
+                print(f"  {d.class_name:<12} {d.confidence:.3f}  [{box}]{area}")
     return 1 if failed else 0
 
 
@@ -110,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("images", type=Path, nargs="+")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument(
+        "--sam2",
+        type=Path,
+        metavar="SAM2_DIR",
+        help="also segment each detection: a directory holding the SAM2 encoder and decoder "
+        "model directories (e.g. models/)",
+    )
     p.set_defaults(func=_detect)
 
     p = sub.add_parser("bench", help="latency of raw inference vs end-to-end detect")

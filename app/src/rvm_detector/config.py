@@ -3,6 +3,10 @@
 Unknown keys are errors (a typo must not silently fall back to a default), and
 every error names the key path, the line in the file where possible, and what
 is allowed. Secrets are never inline: the API key is read from a file.
+
+Each key's default and meaning live here, in its `Field` (default and description);
+app/README.md's configuration tables are generated from them (`make docs`,
+scripts/app_config_docs.py).
 """
 
 from __future__ import annotations
@@ -21,28 +25,51 @@ class _Strict(BaseModel):
 
 
 class CameraConfig(_Strict):
-    # Owned by the capture/detection side (issue 3).
     source: str | int = Field(
         description="device index, /dev/videoN, GStreamer pipeline, rtsp:// URL, "
         "video file or image directory"
     )
-    # The camera's name in deposit records, metrics and logs.
-    name: str = Field("chute", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    # Pace for video files and image directories (a live camera sets its own);
-    # None = the video's own frame rate, or 10 fps for an image directory.
-    fps: float | None = Field(None, gt=0, le=240)
-    # Video file / image directory: start again at the end. false = `run` exits
-    # once the source is used up (batch runs, tests).
-    loop: bool = True
-    # No frame for this long: the camera is stale (/readyz false, rvm_camera_up 0).
-    stale_after_s: float = Field(5.0, gt=0)
-    # Reopen backoff after a failure: doubles from initial to max, with jitter.
-    reconnect_initial_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
-    # Frames waiting for the detector; when full the oldest is dropped (and counted).
-    queue_size: int = Field(2, ge=1, le=64)
-    # Open/read timeout for network streams (rtsp://, http://).
-    stream_timeout_s: float = Field(10.0, gt=0)
+    name: str = Field(
+        "chute",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the camera's name in records, metrics (`camera` label) and logs",
+    )
+    fps: float | None = Field(
+        None,
+        gt=0,
+        le=240,
+        description="pace for video files and image directories (live cameras pace "
+        "themselves); null: the video's own frame rate, 10 for a directory",
+    )
+    loop: bool = Field(
+        True,
+        description="files and directories start over at the end; false: `run` exits once "
+        "the source is used up",
+    )
+    stale_after_s: float = Field(
+        5.0,
+        gt=0,
+        description="no frame for this long: camera stale, /readyz false, `rvm_camera_up` 0",
+    )
+    reconnect_initial_s: float = Field(
+        0.5,
+        gt=0,
+        description="first wait before reopening after a failure; doubles up to "
+        "reconnect_max_s, +-25 % jitter",
+    )
+    reconnect_max_s: float = Field(30.0, gt=0, description="longest wait between reopen tries")
+    queue_size: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="frames waiting for the detector; when full the oldest is dropped "
+        "(`rvm_frames_dropped_total`)",
+    )
+    stream_timeout_s: float = Field(
+        10.0, gt=0, description="open/read timeout for network streams (rtsp://, http://)"
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> CameraConfig:
@@ -55,16 +82,27 @@ class CameraConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    path: Path = Field(description="YOLO detection model: .onnx, or a TensorRT .engine/.plan")
-    # auto: by file suffix (.engine/.plan -> tensorrt, otherwise onnxruntime).
-    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
-    # Detections at or below this confidence are dropped (Ultralytics' `conf`).
-    conf: float = Field(0.25, ge=0, le=1)
-    # NMS IoU threshold (Ultralytics' `iou`).
-    iou: float = Field(0.7, ge=0, le=1)
-    max_det: int = Field(300, ge=1, le=10000)
-    # ONNX Runtime intra-op threads; None = one per physical core.
-    threads: int | None = Field(None, ge=1, le=64)
+    path: Path = Field(
+        description="YOLO detection model: .onnx, or a TensorRT .engine/.plan (plain plan or "
+        "with Ultralytics' metadata header); must exist"
+    )
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(
+        "auto", description="auto: by file suffix (.engine/.plan: tensorrt, else onnxruntime)"
+    )
+    conf: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="detections at or below this confidence are dropped (Ultralytics' `conf`)",
+    )
+    iou: float = Field(0.7, ge=0, le=1, description="NMS IoU threshold (Ultralytics' `iou`)")
+    max_det: int = Field(300, ge=1, le=10000, description="at most this many detections per frame")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="ONNX Runtime intra-op threads; null: one per physical core",
+    )
 
     @field_validator("path")
     @classmethod
@@ -77,25 +115,63 @@ class ModelConfig(_Strict):
         return v
 
 
+class SegmentConfig(_Strict):
+    # Deposits only. Unset, missing or broken: segmentation is off (said in /readyz and
+    # rvm_segmentation_enabled) and deposits go on without masks; never a start failure.
+    encoder: Path | None = Field(
+        None,
+        description="SAM2 image encoder (training/export_sam2.py), beside its manifest.json, "
+        "e.g. /opt/rvm-detector/models/sam2-tiny-encoder/<sha256>/model.onnx; unset: no masks",
+    )
+    decoder: Path | None = Field(
+        None,
+        description="SAM2 prompt encoder + mask decoder taking box prompts, beside its "
+        "manifest.json; unset: no masks",
+    )
+    threads: int | None = Field(
+        None, ge=1, le=64, description="ONNX Runtime intra-op threads; unset: one per core"
+    )
+
+
 class TriggerConfig(_Strict):
-    # continuous: detect at up to `fps` and record a deposit whenever an item
-    # appears in an empty chute. deposit: detect only when the machine's
-    # controller calls POST /deposit.
-    mode: Literal["continuous", "deposit"] = "deposit"
-    fps: float = Field(5.0, gt=0, le=240)
-    # continuous: this many frames without detections end an item's presence.
-    clear_frames: int = Field(3, ge=1, le=1000)
-    # Frames examined per deposit; the one with the most confident detection is kept.
-    deposit_frames: int = Field(3, ge=1, le=100)
-    # POST /deposit gives up (504) when no fresh frames arrive within this time.
-    deposit_timeout_s: float = Field(5.0, gt=0, le=120)
+    mode: Literal["continuous", "deposit"] = Field(
+        "deposit",
+        description="deposit: detect only when the machine's controller calls POST /deposit; "
+        "continuous: scan at `fps` and record a deposit whenever an item appears in an "
+        "empty chute",
+    )
+    fps: float = Field(
+        5.0, gt=0, le=240, description="continuous mode: at most this many scans per second"
+    )
+    clear_frames: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="continuous mode: scans without detections that end an item's presence",
+    )
+    deposit_frames: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="frames taken per deposit (captured after the request); the one with "
+        "the most confident detection is recorded",
+    )
+    deposit_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=120,
+        description="a deposit that gets no frame in this time fails (504); with some "
+        "frames it is recorded from those",
+    )
 
 
 class VerdictConfig(_Strict):
-    # Accepted classes and the minimum confidence for each; anything else is rejected.
-    accept: dict[str, float] = Field(default_factory=lambda: {"pet_bottle": 0.5, "can": 0.5})
-    # More items than this in view at once is a reject (one item per deposit).
-    max_items: int = Field(1, ge=1, le=100)
+    accept: dict[str, float] = Field(
+        default_factory=lambda: {"pet_bottle": 0.5, "can": 0.5},
+        description="accepted classes and the minimum confidence of each (0 to 1); "
+        "anything else is a reject",
+    )
+    max_items: int = Field(1, ge=1, le=100, description="more items in view than this is a reject")
 
     @field_validator("accept")
     @classmethod
@@ -107,45 +183,81 @@ class VerdictConfig(_Strict):
 
 
 class RecordConfig(_Strict):
-    jpeg_quality: int = Field(90, ge=10, le=100)
+    jpeg_quality: int = Field(90, ge=10, le=100, description="JPEG quality of the deposit image")
+
+
+def host_port(v: str) -> tuple[str, int]:
+    host, _, port = v.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 class HttpConfig(_Strict):
-    # host:port of the local API (/healthz /readyz /metrics /deposit); port 0 = any free port.
-    listen: str = "127.0.0.1:8080"
+    listen: str = Field(
+        "127.0.0.1:8080",
+        description="host:port of the local API (/healthz /readyz /metrics /deposit); port 0 "
+        "picks a free port (logged as `http listening`)",
+    )
+    metrics_listen: str | None = Field(
+        None,
+        description="host:port of a second listener that serves only GET /metrics, for the "
+        "monitoring server (the local API, with POST /deposit, stays on `listen`); null: none",
+    )
 
-    @field_validator("listen")
+    @field_validator("listen", "metrics_listen")
     @classmethod
-    def _host_port(cls, v: str) -> str:
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise ValueError(f"{v!r} is not host:port; write e.g. 127.0.0.1:8080")
         return v
 
+    @model_validator(mode="after")
+    def _distinct(self) -> HttpConfig:
+        # Port 0 asks for a free port, so two of them never clash.
+        m = self.metrics_listen
+        if m is not None and m == self.listen and host_port(m)[1] != 0:
+            raise ValueError(
+                f"metrics_listen {m!r} is the same address as listen; "
+                "give the metrics listener its own port (e.g. 0.0.0.0:9101)"
+            )
+        return self
+
     @property
     def host(self) -> str:
-        return self.listen.rpartition(":")[0].strip("[]")
+        return host_port(self.listen)[0]
 
     @property
     def port(self) -> int:
-        return int(self.listen.rpartition(":")[2])
+        return host_port(self.listen)[1]
 
 
 class LoggingConfig(_Strict):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="the lowest level logged"
+    )
 
 
 class UploadConfig(_Strict):
-    # Owned by the upload side (issue 4). Concurrency adapts between the bounds (AIMD).
-    min_concurrency: int = Field(1, ge=1, le=64)
-    max_concurrency: int = Field(8, ge=1, le=64)
-    # Full-jitter exponential backoff: sleep uniform(0, min(max, base * 2**n)).
-    backoff_base_s: float = Field(0.5, gt=0)
-    backoff_max_s: float = Field(300.0, gt=0)
-    # An unreachable platform's Retry-After is capped so a bad header cannot stall for days.
-    retry_after_max_s: float = Field(3600.0, gt=0)
-    # How often 401/403 are logged at ERROR while they persist.
-    auth_error_log_interval_s: float = Field(300.0, gt=0)
+    min_concurrency: int = Field(
+        1, ge=1, le=64, description="fewest parallel uploads (concurrency adapts, AIMD)"
+    )
+    max_concurrency: int = Field(8, ge=1, le=64, description="most parallel uploads")
+    backoff_base_s: float = Field(
+        0.5,
+        gt=0,
+        description="retry backoff, full jitter: sleep uniform(0, min(max, base * 2**n))",
+    )
+    backoff_max_s: float = Field(300.0, gt=0, description="longest retry backoff")
+    retry_after_max_s: float = Field(
+        3600.0,
+        gt=0,
+        description="cap on the platform's Retry-After, so a bad header cannot stall for days",
+    )
+    auth_error_log_interval_s: float = Field(
+        300.0, gt=0, description="how often 401/403 are logged at ERROR while they persist"
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> UploadConfig:
@@ -158,26 +270,39 @@ class UploadConfig(_Strict):
 
 
 class PlatformConfig(_Strict):
-    # Owned by the upload side (issue 4).
     base_url: str = Field(description="e.g. https://myrvm.example.com (the /api/v1 is added)")
     api_key_file: Path = Field(description="file holding the X-RVM-API-KEY, mode 0600 or 0400")
-    # Identity sent in handshake/heartbeat; None = this host's hostname.
-    hardware_id: str | None = Field(None, max_length=100)
-    name: str | None = Field(None, max_length=255)
-    # Extra CA bundle for a private platform CA; verification is never switched off.
-    ca_bundle: Path | None = None
-    # Client certificate (and key, if not in the same PEM) for mutual TLS.
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    connect_timeout_s: float = Field(5.0, gt=0)
-    read_timeout_s: float = Field(30.0, gt=0)
-    # Used until the platform hands out its own interval.
-    heartbeat_interval_s: float = Field(60.0, gt=0)
-    # The heartbeat's GIT_PULL command runs this argv (the fleet points it at the
-    # pull-mode unit, e.g. ["systemctl", "start", "rvm-pull.service"]); None = refuse.
-    git_pull_command: list[str] | None = None
-    git_pull_timeout_s: float = Field(600.0, gt=0)
-    upload: UploadConfig = UploadConfig()
+    hardware_id: str | None = Field(
+        None,
+        max_length=100,
+        description="identity sent in handshake and heartbeat; null: this host's hostname",
+    )
+    name: str | None = Field(
+        None,
+        max_length=255,
+        description="the machine's name sent in the handshake; null: hardware_id",
+    )
+    ca_bundle: Path | None = Field(
+        None,
+        description="CA bundle for a private platform CA (replaces the system CAs); "
+        "verification is never switched off",
+    )
+    client_cert: Path | None = Field(None, description="client certificate for mutual TLS")
+    client_key: Path | None = Field(None, description="its key, when not in the client_cert PEM")
+    connect_timeout_s: float = Field(5.0, gt=0, description="connect timeout of every call")
+    read_timeout_s: float = Field(30.0, gt=0, description="read timeout of every call")
+    heartbeat_interval_s: float = Field(
+        60.0, gt=0, description="heartbeat interval until the platform hands out its own"
+    )
+    git_pull_command: list[str] | None = Field(
+        None,
+        description="argv the heartbeat's GIT_PULL command runs (e.g. [systemctl, start, "
+        "rvm-pull.service]); null: the command is refused",
+    )
+    git_pull_timeout_s: float = Field(600.0, gt=0, description="longest run of git_pull_command")
+    upload: UploadConfig = Field(
+        default_factory=UploadConfig, description="retry and concurrency of uploads"
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -241,11 +366,16 @@ def _writable_dir_problem(path: Path) -> str | None:
 
 
 class SpoolConfig(_Strict):
-    # Owned by the upload side (issue 4).
-    dir: Path
-    # Disk budget for images + database; when reached, the oldest images are shed
-    # (their records are kept and sent without the image).
-    max_bytes: int = Field(2 * 1024**3, ge=1024**2)
+    dir: Path = Field(
+        description="the spool's directory (SQLite database and images), writable by the "
+        "service user"
+    )
+    max_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024**2,
+        description="disk budget for images and database; when reached, the oldest images "
+        "are shed (their records are kept and sent without the image)",
+    )
 
     @field_validator("dir")
     @classmethod
@@ -260,12 +390,17 @@ class SpoolConfig(_Strict):
 
 
 class Config(_Strict):
-    camera: CameraConfig
-    model: ModelConfig
-    platform: PlatformConfig
-    spool: SpoolConfig
-    http: HttpConfig = HttpConfig()
-    trigger: TriggerConfig = TriggerConfig()
-    verdict: VerdictConfig = VerdictConfig()
-    record: RecordConfig = RecordConfig()
-    logging: LoggingConfig = LoggingConfig()
+    camera: CameraConfig = Field(description="the camera the detector reads")
+    model: ModelConfig = Field(description="the detection model")
+    platform: PlatformConfig = Field(description="the MyRVM platform deposits go to")
+    spool: SpoolConfig = Field(description="the durable outbox between detector and platform")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="the local HTTP API")
+    segment: SegmentConfig = Field(
+        default_factory=SegmentConfig, description="SAM2 masks of each deposit's items"
+    )
+    trigger: TriggerConfig = Field(
+        default_factory=TriggerConfig, description="when the detector looks"
+    )
+    verdict: VerdictConfig = Field(default_factory=VerdictConfig, description="what is accepted")
+    record: RecordConfig = Field(default_factory=RecordConfig, description="deposit records")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="the JSON log")

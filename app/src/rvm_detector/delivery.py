@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from rvm_detector import upload_metrics
 from rvm_detector.config import Config
 from rvm_detector.edge import EdgeSession, HealthProbe, default_identity
 from rvm_detector.platform import PlatformClient
@@ -54,6 +55,7 @@ class Delivery:
 
 def build_delivery(config: Config, restart: Callable[[], None] = _restart_process) -> Delivery:
     spool = Spool(config.spool.dir, config.spool.max_bytes)
+    upload_metrics.SPOOL_BUDGET.set(config.spool.max_bytes)
     client = PlatformClient.from_config(config.platform)
     uploader = Uploader(spool, client, config.platform.upload)
 

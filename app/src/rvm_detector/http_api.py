@@ -97,9 +97,23 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, record)
 
 
+class _MetricsHandler(_Handler):
+    """The listener the monitoring server reaches: /metrics and nothing else."""
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] == "/metrics":
+            self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+        else:
+            self._json(404, {"error": "this listener serves only GET /metrics"})
+
+    def do_POST(self) -> None:
+        self._json(404, {"error": "this listener serves only GET /metrics"})
+
+
 class HttpApi:
-    def __init__(self, host: str, port: int, api: Api) -> None:
-        handler = type("Handler", (_Handler,), {"api": api})
+    def __init__(self, host: str, port: int, api: Api, metrics_only: bool = False) -> None:
+        base = _MetricsHandler if metrics_only else _Handler
+        handler = type("Handler", (base,), {"api": api})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)

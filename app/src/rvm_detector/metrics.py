@@ -8,6 +8,9 @@ Other components define their metrics in their own modules with
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -60,3 +63,23 @@ DEPOSIT_ERRORS = Counter(
     registry=REGISTRY,
 )
 READY = Gauge("rvm_ready", "1 when /readyz answers 200", registry=REGISTRY)
+BUILD_INFO = Gauge(
+    "rvm_build_info",
+    "Always 1; labels say which release (the detector_app role's release id) and app version run",
+    ["release", "version"],
+    registry=REGISTRY,
+)
+
+
+def release_of(config_path: Path) -> str:
+    """The release a config file belongs to: release_id in the release.json beside it.
+
+    The detector_app role writes release.json into every release directory, next to its
+    config.yml; a config anywhere else (a development checkout) belongs to no release.
+    """
+    record = Path(config_path).resolve().parent / "release.json"
+    try:
+        release = json.loads(record.read_text()).get("release_id")
+    except (OSError, ValueError, AttributeError):
+        return "none"
+    return str(release) if release else "none"

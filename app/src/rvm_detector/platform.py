@@ -1,4 +1,4 @@
-"""Client for the MyRVM platform's edge API (see shared/platform-api.md).
+"""Client for the MyRVM platform's edge API (deposit, handshake, heartbeat).
 
 One pooled `httpx.Client` (keep-alive, TLS verification always on) serves every
 call. Methods return a `Reply` for any HTTP answer and let transport errors
@@ -10,11 +10,8 @@ reported in `Reply.contract_error` so the caller can log it with the status.
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import json
-import os
 import ssl
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,47 +166,35 @@ class PlatformClient:
         )
         return _reply(resp, ("status", "data"))
 
+    def upload_image(
+        self,
+        *,
+        idempotency_key: str,
+        original: bytes,
+        processed: bytes,
+        mask: bytes | None,
+        metadata: dict[str, Any],
+    ) -> Reply:
+        """POST /edge/upload-image: the deposit's frame, the frame with masks, the mask PNG."""
+        files = {
+            "original_image": (f"{idempotency_key}.jpg", original, "image/jpeg"),
+            "processed_image": (f"{idempotency_key}.processed.jpg", processed, "image/jpeg"),
+        }
+        if mask is not None:
+            files["mask_image"] = (f"{idempotency_key}.png", mask, "image/png")
+        resp = self._http.post(
+            "/edge/upload-image",
+            headers={"Idempotency-Key": idempotency_key},
+            data={"metadata": json.dumps(metadata, separators=(",", ":"), sort_keys=True)},
+            files=files,
+        )
+        return _reply(resp, ("status",))
+
     def handshake(self, payload: dict[str, Any]) -> Reply:
         return _reply(self._http.post("/edge/handshake", json=payload), ("status", "data"))
 
     def heartbeat(self, payload: dict[str, Any]) -> Reply:
         return _reply(self._http.post("/edge/heartbeat", json=payload), ("status",))
-
-    def sync_offline(self, transactions: list[dict[str, Any]]) -> Reply:
-        resp = self._http.post("/edge/sync-offline", json={"transactions": transactions})
-        return _reply(resp, ("status", "synced_count"))
-
-    def download_model(self, sha256: str, dest: Path) -> Path:
-        """Stream a model artifact to `dest`, verified against its sha256, atomically."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        try:
-            with (
-                os.fdopen(fd, "wb") as f,
-                self._http.stream("GET", f"/edge/download-model/{sha256}") as resp,
-            ):
-                if resp.status_code != 200:
-                    raise httpx.HTTPStatusError(
-                        f"download-model {sha256} answered {resp.status_code}",
-                        request=resp.request,
-                        response=resp,
-                    )
-                for chunk in resp.iter_bytes():
-                    digest.update(chunk)
-                    f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
-            if digest.hexdigest() != sha256.lower():
-                raise ValueError(
-                    f"downloaded model has sha256 {digest.hexdigest()}, expected {sha256}; "
-                    "not installed (the platform or the network corrupted it)"
-                )
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return dest
 
 
 def describe(reply: Reply) -> str:

@@ -22,23 +22,51 @@ Verdict = Literal["accept", "reject"]
 
 
 @dataclass(frozen=True)
+class MaskInfo:
+    """An item's segmentation mask as the record carries it."""
+
+    # Outer contours, each [x, y, x, y, ...] in the original image's pixels.
+    polygons: tuple[tuple[float, ...], ...]
+    area: int  # mask pixels
+    fill: float  # area / box area
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "polygons": [[round(v, 1) for v in p] for p in self.polygons],
+            "area": int(self.area),
+            "fill": round(float(self.fill), 4),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MaskInfo:
+        polygons = tuple(tuple(float(v) for v in p) for p in d["polygons"])
+        return cls(polygons, int(d["area"]), float(d["fill"]))
+
+
+@dataclass(frozen=True)
 class Detection:
     class_name: str
     confidence: float
     # x1, y1, x2, y2 in the original image's pixels.
     box: tuple[float, float, float, float]
+    # Deposits with segmentation on: the item's mask.
+    mask: MaskInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "class_name": self.class_name,
             "confidence": round(float(self.confidence), 5),
             "box": [round(float(v), 2) for v in self.box],
         }
+        if self.mask is not None:
+            d["mask"] = self.mask.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Detection:
         x1, y1, x2, y2 = (float(v) for v in d["box"])
-        return cls(str(d["class_name"]), float(d["confidence"]), (x1, y1, x2, y2))
+        mask = MaskInfo.from_dict(d["mask"]) if d.get("mask") else None
+        return cls(str(d["class_name"]), float(d["confidence"]), (x1, y1, x2, y2), mask)
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,14 @@ class DepositRecord:
     uuid: str = field(default_factory=lambda: str(uuid_mod.uuid4()))
     # The machine's own deposit session, when the controller announced one.
     session_id: str | None = None
+    # Segmentation: "on" (masks in the detections), "off", or "failed: <reason>".
+    segmentation: str = "off"
+    # For POST /edge/upload-image after the deposit: the label PNG (0 background, k =
+    # k-th detection) and the frame with the masks drawn; empty when there are no masks.
+    mask_png: bytes = field(default=b"", repr=False)
+    processed_jpeg: bytes = field(default=b"", repr=False)
+    # This deposit's place in its session (1-based), for the upload's metadata.
+    item_sequence: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form of everything except the JPEG bytes."""
@@ -82,6 +118,8 @@ class DepositRecord:
             "detections": [d.to_dict() for d in self.detections],
             "verdict": self.verdict,
             "reason": self.reason,
+            "segmentation": self.segmentation,
+            "item_sequence": self.item_sequence,
         }
 
     @classmethod
@@ -97,6 +135,8 @@ class DepositRecord:
             verdict=d["verdict"],
             reason=str(d["reason"]),
             jpeg=jpeg,
+            segmentation=str(d.get("segmentation", "off")),
+            item_sequence=int(d.get("item_sequence", 1)),
         )
 
 

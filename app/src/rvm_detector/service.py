@@ -21,13 +21,13 @@ from typing import Any
 import cv2
 
 from rvm_detector import metrics
+from rvm_detector import segment as seg
 from rvm_detector.capture import Capture, Frame, FrameQueue
-from rvm_detector.config import Config
+from rvm_detector.config import Config, host_port
 from rvm_detector.detector import Detector, load_detector
 from rvm_detector.http_api import DepositRejected, HttpApi
 from rvm_detector.records import DepositRecord, Detection, Sink
 from rvm_detector.sdnotify import Notifier
-from rvm_detector.segment import NoSegmenter, Segmenter
 from rvm_detector.verdict import judge, unknown_classes
 
 log = logging.getLogger(__name__)
@@ -98,19 +98,28 @@ class Service:
         self,
         config: Config,
         sink_setup: SinkSetup,
-        segmenter: Segmenter | None = None,
+        segmenter: seg.Segmenter | None = None,
         notifier: Notifier | None = None,
     ) -> None:
         self.config = config
         self.sink = sink_setup.sink
         self.components = sink_setup.components
-        self.segmenter = segmenter or NoSegmenter()
+        # None until load_model(); a segmenter handed in (tests) is used as it is.
+        self.segmenter: seg.Segmenter | None = segmenter
+        self.segmentation_detail = "off: not loaded yet" if segmenter is None else "on"
+        # Deposits per controller session, for upload-image's item_sequence (since start).
+        self._session_items: dict[str, int] = {}
         self.notifier = notifier or Notifier()
         self.detector: Detector | None = None
         self.model_problem = "model not loaded yet"
         self.frames = FrameQueue(config.camera.queue_size, config.camera.name)
         self.capture = Capture(config.camera, self.frames)
         self.http = HttpApi(config.http.host, config.http.port, self)
+        self.metrics_http = (
+            HttpApi(*host_port(config.http.metrics_listen), self, metrics_only=True)
+            if config.http.metrics_listen
+            else None
+        )
         self._stop = threading.Event()
         self._jobs: queue.Queue[DepositJob] = queue.Queue()
         self._active: DepositJob | None = None
@@ -132,6 +141,8 @@ class Service:
         checks: dict[str, tuple[bool, str]] = {
             "model": (self.detector is not None, self._model_detail()),
             "camera": (self.capture.is_live(), self._camera_detail()),
+            # Informational: deposits go on without masks when segmentation is off.
+            "segmentation": (True, self.segmentation_detail),
         }
         for c in self.components:
             if c.ready is not None:
@@ -203,13 +214,27 @@ class Service:
             },
         )
 
+    def load_segmenter(self) -> None:
+        if self.segmenter is not None:
+            return
+        s = self.config.segment
+        self.segmenter, self.segmentation_detail = seg.load_segmenter(
+            s.encoder, s.decoder, s.threads
+        )
+
     def start(self) -> None:
         for c in self.components:
             c.start()
         self.http.start()
         host, port = self.http.address
         log.info("http listening", extra={"host": host, "port": port})
+        if self.metrics_http is not None:
+            self.metrics_http.start()
+            host, port = self.metrics_http.address
+            log.info("metrics listening", extra={"host": host, "port": port})
         self.capture.start()
+        # SAM2 first: once /readyz says ready, it also says whether segmentation is on.
+        self.load_segmenter()
         self.load_model()
         status = "ready" if self.detector else f"model not usable: {self.model_problem}"
         self.notifier.ready(status)
@@ -332,12 +357,13 @@ class Service:
             job.collected, key=lambda fd: fd[1][0].confidence if fd[1] else -1.0
         )
         verdict, reason = judge(detections, self.config.verdict)
-        self.segmenter.segment(frame.image, detections)
+        detections, seg_extra = self._segment(job, frame, detections)
         ok, jpeg = cv2.imencode(
             ".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.config.record.jpeg_quality]
         )
         assert self.detector is not None
         record = DepositRecord(
+            **seg_extra,
             uuid=job.uuid,
             camera=self.config.camera.name,
             session_id=job.session_id,
@@ -369,6 +395,52 @@ class Service:
         )
         job.succeed(record.to_dict())
 
+    def _segment(
+        self, job: DepositJob, frame: Frame, detections: list[Detection]
+    ) -> tuple[list[Detection], dict[str, Any]]:
+        """Masks for the deposit's items; on any failure the deposit goes on without them."""
+        extra: dict[str, Any] = {"item_sequence": self._next_item(job.session_id)}
+        if self.segmenter is None or isinstance(self.segmenter, seg.NoSegmenter):
+            extra["segmentation"] = "off"
+            return detections, extra
+        if not detections:
+            extra["segmentation"] = "on"
+            return detections, extra
+        start = time.perf_counter()
+        reason = "inference"
+        try:
+            masks = self.segmenter.segment(frame.image, detections)
+            if len(masks) != len(detections):
+                raise seg.SegmentationError(f"{len(masks)} masks for {len(detections)} items")
+            seg.SEGMENTATION_SECONDS.observe(time.perf_counter() - start)
+            reason = "encode"
+            with_masks = [
+                Detection(d.class_name, d.confidence, d.box, seg.describe(m, d.box))
+                for d, m in zip(detections, masks, strict=True)
+            ]
+            png = seg.mask_png(masks, frame.image.shape[:2])
+            processed = seg.overlay_jpeg(
+                frame.image, masks, detections, self.config.record.jpeg_quality
+            )
+        except Exception as e:  # never lose the deposit over its masks
+            seg.SEGMENTATION_FAILURES.labels(reason).inc()
+            log.warning(
+                "deposit kept without masks: segmentation failed",
+                extra={"deposit": job.uuid, "stage": reason, "problem": str(e)},
+            )
+            extra["segmentation"] = f"failed: {reason}: {e}"[:300]
+            return detections, extra
+        extra.update(segmentation="on", mask_png=png, processed_jpeg=processed)
+        return with_masks, extra
+
+    def _next_item(self, session_id: str | None) -> int:
+        if session_id is None:
+            return 1
+        if session_id not in self._session_items and len(self._session_items) >= 1024:
+            self._session_items.pop(next(iter(self._session_items)))
+        self._session_items[session_id] = self._session_items.get(session_id, 0) + 1
+        return self._session_items[session_id]
+
     def _shutdown(self) -> None:
         self.notifier.stopping()
         while True:
@@ -379,6 +451,8 @@ class Service:
         self.capture.stop()
         self.capture.join(timeout=10)
         self.http.stop()
+        if self.metrics_http is not None:
+            self.metrics_http.stop()
         for c in reversed(self.components):
             try:
                 c.stop()

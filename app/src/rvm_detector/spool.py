@@ -54,14 +54,28 @@ CREATE TABLE IF NOT EXISTS deposits (
     dead_at REAL
 );
 CREATE INDEX IF NOT EXISTS deposits_due ON deposits (state, next_attempt_at, seq);
-CREATE TABLE IF NOT EXISTS offline_transactions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+"""
+# Spools made by earlier releases may also hold a table `offline_transactions`, which
+# nothing writes or sends any more. It is left in place (never dropped): its rows stay
+# in spool.db for the operator, and an older release rolled back to still finds it.
+_RETIRED_TABLE = "offline_transactions"
+# Mask images for POST /edge/upload-image, one row per segmented deposit; committed in
+# the deposit's own transaction, sent only once the deposit row is gone (accepted).
+# Files: masks/<uuid>.png (mask), <uuid>.jpg (original), <uuid>.processed.jpg.
+_MASK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mask_uploads (
+    uuid TEXT PRIMARY KEY,
     created_at REAL NOT NULL,
-    body TEXT NOT NULL,
+    metadata TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    dead_status INTEGER,
     dead_body TEXT
 );
 """
+_MASK_FILES = (".png", ".jpg", ".processed.jpg")
 # Dead-letter bodies are kept for the operator, not archived forever.
 _MAX_BODY_CHARS = 16_384
 _EXPORT_COLUMNS = (
@@ -98,6 +112,31 @@ class SpooledDeposit:
 
 
 @dataclass(frozen=True)
+class MaskUpload:
+    """What POST /edge/upload-image needs for one deposit."""
+
+    mask_png: bytes
+    original_jpeg: bytes
+    processed_jpeg: bytes
+    metadata: dict[str, Any]
+
+
+def _mask_upload(record: DepositRecord) -> MaskUpload | None:
+    if not record.mask_png:
+        return None
+    return MaskUpload(
+        record.mask_png,
+        record.jpeg,
+        record.processed_jpeg,
+        {
+            "session_id": record.session_id or record.uuid,
+            "item_sequence": record.item_sequence,
+            "client_ref": record.uuid,
+        },
+    )
+
+
+@dataclass(frozen=True)
 class SpoolStats:
     pending: int
     dead: int
@@ -106,7 +145,7 @@ class SpoolStats:
     db_bytes: int
     shed_pending: int
     oldest_age_s: float
-    offline_transactions: int
+    masks_pending: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -134,9 +173,10 @@ class Spool:
     def __init__(self, directory: Path, max_bytes: int = 2 * 1024**3) -> None:
         self.directory = Path(directory)
         self.images = self.directory / "images"
+        self.masks = self.directory / "masks"
         self.max_bytes = max_bytes
         try:
-            for d in (self.directory, self.images):
+            for d in (self.directory, self.images, self.masks):
                 if not d.is_dir():
                     d.mkdir(parents=True, mode=0o750, exist_ok=True)
                     fsync_dir(d.parent)
@@ -156,11 +196,13 @@ class Spool:
         self._lock = threading.Lock()
         self._work = threading.Condition(threading.Lock())
         self._inflight: set[str] = set()
+        self._mask_inflight: set[str] = set()
         self._image_bytes = 0
         self._over_budget_warned = False
         self._last_shed_log = 0.0
         self._shed_since_log = 0
         self._remove_orphans()
+        self._remove_mask_orphans()
         # Unlinking is slow on a busy disk (ms) and nothing waits for it: a janitor
         # thread deletes acked images (a crash first leaves orphans, removed at open)
         # and checkpoints the WAL.
@@ -179,7 +221,26 @@ class Spool:
                 f"({_SCHEMA_VERSION}); roll forward again or move the spool aside"
             )
         self._durable.executescript(_SCHEMA)
+        self._durable.executescript(_MASK_SCHEMA)
         self._durable.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        self._report_retired_rows()
+
+    def _report_retired_rows(self) -> None:
+        """Say so when an earlier release left rows in a table this one no longer reads."""
+        exists = self._durable.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (_RETIRED_TABLE,)
+        ).fetchone()
+        if not exists:
+            return
+        (rows,) = self._durable.execute(f"SELECT COUNT(*) FROM {_RETIRED_TABLE}").fetchone()
+        if rows:
+            log.warning(
+                "spool: %s holds %d row(s) in table %s from an earlier release; this "
+                "release does not send them. They are kept; inspect them with sqlite3",
+                self._db_path,
+                rows,
+                _RETIRED_TABLE,
+            )
 
     def _remove_orphans(self) -> None:
         """Delete images with no row: left by a crash between file write and commit."""
@@ -240,6 +301,7 @@ class Spool:
             data=data,
             image=record.jpeg,
             session_id=record.session_id,
+            mask=_mask_upload(record),
         )
 
     def enqueue(
@@ -250,8 +312,11 @@ class Spool:
         data: dict[str, Any],
         image: bytes,
         session_id: str | None = None,
+        mask: MaskUpload | None = None,
     ) -> None:
-        """Store one deposit; durable when this returns. A repeated uuid is a no-op."""
+        """Store one deposit (and its mask upload); durable when this returns.
+
+        A repeated uuid is a no-op."""
         if "/" in uuid or uuid.startswith("."):
             raise ValueError(f"deposit uuid {uuid!r} is not a plain identifier")
         with self._lock:
@@ -265,10 +330,18 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(self.images)
+        if mask is not None:
+            try:
+                self._write_mask_files(uuid, mask)
+            except OSError as e:  # the deposit matters more than its mask
+                log.warning("spool: deposit %s kept without its mask upload: %s", uuid, e)
+                self._unlink_mask_files(uuid)
+                mask = None
         body = json.dumps(data, separators=(",", ":"), sort_keys=True)
         with self._lock:
             shed, keep_image = self._make_room(len(image))
             try:
+                self._durable.execute("BEGIN IMMEDIATE")
                 self._durable.execute(
                     "INSERT OR IGNORE INTO deposits (uuid, created_at, status, data, session_id,"
                     " image_name, image_bytes, image_shed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -283,8 +356,18 @@ class Spool:
                         0 if keep_image else 1,
                     ),
                 )
+                if mask is not None:
+                    self._durable.execute(
+                        "INSERT OR IGNORE INTO mask_uploads (uuid, created_at, metadata)"
+                        " VALUES (?, ?, ?)",
+                        (uuid, time.time(), json.dumps(mask.metadata, sort_keys=True)),
+                    )
+                self._durable.execute("COMMIT")
             except sqlite3.Error as e:
+                if self._durable.in_transaction:
+                    self._durable.execute("ROLLBACK")
                 path.unlink(missing_ok=True)
+                self._unlink_mask_files(uuid)
                 raise SpoolError(f"cannot store deposit {uuid} in {self._db_path}: {e}") from e
             if keep_image:
                 self._image_bytes += len(image)
@@ -363,17 +446,6 @@ class Spool:
                 "the uplink",
                 self.max_bytes,
             )
-
-    def add_offline_transaction(self, timestamp: str, items: list[dict[str, Any]]) -> None:
-        """Queue a transaction completed offline for POST /edge/sync-offline."""
-        body = json.dumps({"timestamp": timestamp, "items": items}, separators=(",", ":"))
-        with self._lock:
-            self._durable.execute(
-                "INSERT INTO offline_transactions (created_at, body) VALUES (?, ?)",
-                (time.time(), body),
-            )
-        with self._work:
-            self._work.notify_all()
 
     # -- consumer side --------------------------------------------------------
 
@@ -466,9 +538,6 @@ class Spool:
                 sql += f" AND uuid IN ({','.join('?' * len(uuids))})"
                 args = tuple(uuids)
             n = self._durable.execute(sql, args).rowcount
-            self._durable.execute(
-                "UPDATE offline_transactions SET state='pending', dead_body=NULL WHERE state='dead'"
-            )
         with self._work:
             self._work.notify_all()
         return n
@@ -491,29 +560,6 @@ class Spool:
         with self._work:
             self._work.notify_all()
 
-    def offline_batch(self, limit: int = 100) -> list[tuple[int, dict[str, Any]]]:
-        with self._lock:
-            rows = self._fast.execute(
-                "SELECT id, body FROM offline_transactions WHERE state='pending'"
-                " ORDER BY id LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [(i, json.loads(body)) for i, body in rows]
-
-    def remove_offline(self, ids: list[int]) -> None:
-        with self._lock:
-            self._fast.executemany(
-                "DELETE FROM offline_transactions WHERE id=?", [(i,) for i in ids]
-            )
-
-    def dead_offline(self, tx_id: int, body: str) -> None:
-        with self._lock:
-            self._durable.execute(
-                "UPDATE offline_transactions SET state='dead', dead_body=? WHERE id=?",
-                (body[:_MAX_BODY_CHARS], tx_id),
-            )
-        upload_metrics.DEAD_LETTERS.inc()
-
     # -- operator views -------------------------------------------------------
 
     def stats(self, now: float | None = None) -> SpoolStats:
@@ -526,8 +572,8 @@ class Spool:
             (dead,) = self._fast.execute(
                 "SELECT COUNT(*) FROM deposits WHERE state='dead'"
             ).fetchone()
-            (offline,) = self._fast.execute(
-                "SELECT COUNT(*) FROM offline_transactions WHERE state='pending'"
+            (masks_pending,) = self._fast.execute(
+                "SELECT COUNT(*) FROM mask_uploads WHERE state='pending'"
             ).fetchone()
             inflight = len(self._inflight)
             image_bytes = self._image_bytes
@@ -540,7 +586,7 @@ class Spool:
             db_bytes=db_bytes,
             shed_pending=shed,
             oldest_age_s=0.0 if oldest is None else max(0.0, now - oldest),
-            offline_transactions=offline,
+            masks_pending=masks_pending,
         )
 
     def export(self, state: str | None = None) -> Iterator[dict[str, Any]]:
@@ -558,3 +604,89 @@ class Spool:
             d["image_shed"] = bool(d["image_shed"])
             d["data"] = json.loads(d["data"])
             yield d
+
+    # -- mask uploads (POST /edge/upload-image, after the deposit) -------------
+
+    def _write_mask_files(self, uuid: str, mask: MaskUpload) -> None:
+        blobs = (mask.mask_png, mask.original_jpeg, mask.processed_jpeg)
+        for suffix, blob in zip(_MASK_FILES, blobs, strict=True):
+            with open(
+                self.masks / f"{uuid}{suffix}", "wb", opener=lambda p, f: os.open(p, f, 0o640)
+            ) as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+        fsync_dir(self.masks)
+
+    def _unlink_mask_files(self, uuid: str) -> None:
+        for suffix in _MASK_FILES:
+            (self.masks / f"{uuid}{suffix}").unlink(missing_ok=True)
+
+    def _remove_mask_orphans(self) -> None:
+        """Mask files without a row: a crash before the deposit's commit."""
+        with self._lock:
+            known = {u for (u,) in self._fast.execute("SELECT uuid FROM mask_uploads")}
+        for entry in os.scandir(self.masks):
+            owner = next(
+                (entry.name[: -len(x)] for x in _MASK_FILES[::-1] if entry.name.endswith(x)), ""
+            )
+            if owner not in known:
+                log.info("spool: removing orphan mask file %s (crash before commit)", entry.name)
+                os.unlink(entry.path)
+
+    def claim_mask(self, now: float | None = None) -> tuple[str, dict[str, Any], int] | None:
+        """The oldest due mask upload whose deposit the platform has accepted."""
+        now = time.time() if now is None else now
+        with self._lock:
+            skip = tuple(self._mask_inflight)
+            where = f" AND uuid NOT IN ({','.join('?' * len(skip))})" if skip else ""
+            row = self._fast.execute(
+                "SELECT uuid, metadata, attempts FROM mask_uploads WHERE state='pending'"
+                " AND next_attempt_at<=? AND uuid NOT IN (SELECT uuid FROM deposits)"
+                f"{where} ORDER BY next_attempt_at, created_at LIMIT 1",
+                (now, *skip),
+            ).fetchone()
+            if row is None:
+                return None
+            self._mask_inflight.add(row[0])
+        return row[0], json.loads(row[1]), row[2]
+
+    def read_mask_files(self, uuid: str) -> tuple[bytes, bytes, bytes] | None:
+        """(mask png, original jpeg, processed jpeg), or None if a file is gone."""
+        try:
+            png, orig, processed = (
+                (self.masks / f"{uuid}{suffix}").read_bytes() for suffix in _MASK_FILES
+            )
+        except FileNotFoundError:
+            return None
+        return png, orig, processed
+
+    def ack_mask(self, uuid: str) -> None:
+        with self._lock:
+            self._fast.execute("DELETE FROM mask_uploads WHERE uuid=?", (uuid,))
+            self._mask_inflight.discard(uuid)
+        for suffix in _MASK_FILES:
+            self._trash.put(self.masks / f"{uuid}{suffix}")
+
+    def retry_mask_later(self, uuid: str, delay_s: float, error: str) -> None:
+        with self._lock:
+            self._fast.execute(
+                "UPDATE mask_uploads SET attempts=attempts+1, next_attempt_at=?, last_error=?"
+                " WHERE uuid=?",
+                (time.time() + delay_s, error[:1000], uuid),
+            )
+            self._mask_inflight.discard(uuid)
+
+    def release_mask(self, uuid: str) -> None:
+        with self._lock:
+            self._mask_inflight.discard(uuid)
+
+    def dead_mask(self, uuid: str, status: int | None, body: str, error: str) -> None:
+        with self._lock:
+            self._durable.execute(
+                "UPDATE mask_uploads SET state='dead', attempts=attempts+1, dead_status=?,"
+                " dead_body=?, last_error=? WHERE uuid=?",
+                (status, body[:_MAX_BODY_CHARS], error[:1000], uuid),
+            )
+            self._mask_inflight.discard(uuid)
+        upload_metrics.DEAD_LETTERS.inc()

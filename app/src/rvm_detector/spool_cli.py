@@ -68,7 +68,6 @@ def _status(spool: Spool, as_json: bool) -> int:
     print(f"pending deposits:     {s.pending} ({s.shed_pending} without image, shed)")
     print(f"oldest pending:       {s.oldest_age_s:.0f} s")
     print(f"dead letters:         {s.dead}  (rvm-detector spool ... export --state dead)")
-    print(f"offline transactions: {s.offline_transactions}")
     print(f"bytes:                {s.image_bytes} images + {s.db_bytes} database")
     print(f"budget:               {spool.max_bytes}")
     return 0

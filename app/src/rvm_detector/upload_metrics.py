@@ -20,9 +20,9 @@ SPOOL_OLDEST_AGE = Gauge(
     registry=REGISTRY,
 )
 SPOOL_BYTES = Gauge("rvm_spool_bytes", "Bytes used by the spool", ["kind"], registry=REGISTRY)
-SPOOL_OFFLINE_TX = Gauge(
-    "rvm_spool_offline_transactions",
-    "Offline transactions waiting for /edge/sync-offline",
+SPOOL_BUDGET = Gauge(
+    "rvm_spool_budget_bytes",
+    "The spool's disk budget (spool.max_bytes): images are shed beyond it",
     registry=REGISTRY,
 )
 IMAGES_SHED = Counter(
@@ -32,11 +32,16 @@ IMAGES_SHED = Counter(
 )
 DEAD_LETTERS = Counter(
     "rvm_upload_dead_letters_total",
-    "Deposits/transactions the platform refused for good (moved to dead letters)",
+    "Deposits the platform refused for good (moved to dead letters)",
     registry=REGISTRY,
 )
 UPLOADED = Counter(
     "rvm_upload_deposits_total", "Deposits the platform acknowledged (2xx)", registry=REGISTRY
+)
+MASKS_UPLOADED = Counter(
+    "rvm_upload_masks_total",
+    "Mask images (POST /edge/upload-image) the platform acknowledged (2xx)",
+    registry=REGISTRY,
 )
 RETRIES = Counter(
     "rvm_upload_retries_total",
@@ -67,4 +72,4 @@ def observe_spool(stats: SpoolStats) -> None:
     SPOOL_OLDEST_AGE.set(stats.oldest_age_s)
     SPOOL_BYTES.labels("images").set(stats.image_bytes)
     SPOOL_BYTES.labels("database").set(stats.db_bytes)
-    SPOOL_OFFLINE_TX.set(stats.offline_transactions)
+    SPOOL_DEPTH.labels("masks_pending").set(stats.masks_pending)

@@ -162,7 +162,7 @@ class Gate:
 
 
 class Uploader:
-    """Worker threads that send spooled deposits (and offline transactions) to the platform."""
+    """Worker threads that send spooled deposits to the platform."""
 
     def __init__(
         self,
@@ -193,6 +193,9 @@ class Uploader:
         t = threading.Thread(target=self._housekeeping, name="uploader-house", daemon=True)
         t.start()
         self._threads.append(t)
+        t = threading.Thread(target=self._mask_worker, name="uploader-masks", daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -207,7 +210,7 @@ class Uploader:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             s = self.spool.stats()
-            if s.pending == 0 and s.inflight == 0 and s.offline_transactions == 0:
+            if s.pending == 0 and s.inflight == 0 and s.masks_pending == 0:
                 return True
             time.sleep(0.05)
         return False
@@ -309,49 +312,68 @@ class Uploader:
             describe(reply),
         )
 
-    # -- offline transactions and metrics -------------------------------------
+    # -- metrics ---------------------------------------------------------------
 
     def _housekeeping(self) -> None:
         while not self._stop.is_set():
             try:
                 upload_metrics.observe_spool(self.spool.stats())
-                self._sync_offline()
             except Exception:
                 log.exception("uploader: housekeeping failed; retrying")
             self._stop.wait(1.0)
 
-    def _sync_offline(self) -> None:
-        batch = self.spool.offline_batch()
-        if not batch:
+    # -- mask images (POST /edge/upload-image, after the deposit) --------------
+
+    def _mask_worker(self) -> None:
+        """One thread: masks are small and follow their deposits, never ahead of them."""
+        while not self._stop.is_set():
+            self.gate.wait(self._stop)
+            try:
+                claimed = self.spool.claim_mask()
+                if claimed is None:
+                    self.spool.wait_for_work(0.2)
+                    continue
+                self._deliver_mask(*claimed)
+            except Exception:
+                log.exception("uploader: unexpected error; mask upload stays in the spool")
+                self._stop.wait(1.0)
+
+    def _deliver_mask(self, uuid: str, metadata: dict, attempts: int) -> None:
+        files = self.spool.read_mask_files(uuid)
+        if files is None:
+            log.error("uploader: mask files of %s are gone; dropping its mask upload", uuid)
+            self.spool.dead_mask(uuid, None, "", "mask files missing from the spool")
             return
-        self.gate.wait(self._stop)
+        png, original, processed = files
         try:
-            reply = self.client.sync_offline([tx for _, tx in batch])
+            reply = self.client.upload_image(
+                idempotency_key=f"{uuid}:mask",
+                original=original,
+                processed=processed,
+                mask=png,
+                metadata=metadata,
+            )
         except httpx.HTTPError as e:
             self.gate.close(self.backoff, None)
-            log.warning("uploader: sync-offline failed (%s); kept for retry", e)
+            upload_metrics.RETRIES.labels("mask_transport").inc()
+            self.spool.retry_mask_later(uuid, self.backoff.delay(attempts + 1), str(e))
             return
         if reply.ok:
-            self.spool.remove_offline([i for i, _ in batch])
-        elif reply.status == 422 and len(batch) > 1:
-            # All-or-nothing: one bad transaction fails the batch; find it one by one.
-            for tx_id, tx in batch:
-                self._sync_one(tx_id, tx)
-        elif reply.status == 422:
-            self.spool.dead_offline(batch[0][0], reply.text)
-            log.error("uploader: sync-offline refused a transaction: %s", describe(reply))
-        else:
-            if reply.status in _GATE_STATUSES or reply.status in _AUTH_STATUSES:
+            self.spool.ack_mask(uuid)
+            upload_metrics.MASKS_UPLOADED.inc()
+            return
+        status = reply.status
+        if status in (408, 429) or status >= 500 or status < 400 or status in _AUTH_STATUSES:
+            if status in _GATE_STATUSES or status in _AUTH_STATUSES:
                 self.gate.close(self.backoff, reply)
-            log.warning("uploader: sync-offline kept for retry: %s", describe(reply))
-
-    def _sync_one(self, tx_id: int, tx: dict) -> None:
-        try:
-            reply = self.client.sync_offline([tx])
-        except httpx.HTTPError:
-            return
-        if reply.ok:
-            self.spool.remove_offline([tx_id])
-        elif reply.status == 422:
-            self.spool.dead_offline(tx_id, reply.text)
-            log.error("uploader: sync-offline refused transaction %d: %s", tx_id, describe(reply))
+            upload_metrics.RETRIES.labels("mask_" + str(status)).inc()
+            self.spool.retry_mask_later(
+                uuid, self.backoff.delay(attempts + 1, reply), describe(reply)
+            )
+        else:
+            log.error(
+                "uploader: platform refused the mask image of %s for good: %s",
+                uuid,
+                describe(reply),
+            )
+            self.spool.dead_mask(uuid, status, reply.text, describe(reply))

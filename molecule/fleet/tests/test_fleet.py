@@ -12,16 +12,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "lab"))
+from labtools import LAB_PLAY, LabHosts, Run, ansible_env  # noqa: E402
+from labtools import playbook as run_playbook  # noqa: E402
+
 INVENTORY_FILE = Path(os.environ["MOLECULE_INVENTORY_FILE"])
 DEVICES = ["fleet-dev-1", "fleet-dev-2", "fleet-dev-3"]
 PLATFORM = "fleet-platform"
@@ -34,66 +37,14 @@ BAD_MODEL = json.dumps(
 )
 
 
-def _inventory() -> dict:
-    inv = yaml.safe_load(INVENTORY_FILE.read_text())
-    hosts: dict[str, dict] = {}
-
-    def walk(group: dict, inherited: dict) -> None:
-        merged = {**inherited, **(group.get("vars") or {})}
-        for name, hv in (group.get("hosts") or {}).items():
-            hosts[name] = {**merged, **(hv or {})}
-        for child in (group.get("children") or {}).values():
-            walk(child or {}, merged)
-
-    walk(inv["all"], {})
-    return hosts
+HOSTS = LabHosts(INVENTORY_FILE)
+ssh = HOSTS.ssh
+py = HOSTS.py
 
 
-HOSTS = _inventory()
-
-
-def ssh(host: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command on a lab host over SSH, as Ansible connects."""
-    hv = HOSTS[host]
-    argv = [
-        "ssh",
-        "-i",
-        hv.get("ansible_ssh_private_key_file") or hv["ansible_private_key_file"],
-        *shlex.split(hv.get("ansible_ssh_common_args", "")),
-        "-o",
-        "BatchMode=yes",
-        f"{hv.get('ansible_user', 'root')}@{hv['ansible_host']}",
-        command,
-    ]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{host}: {command!r} failed ({proc.returncode}): {proc.stderr}")
-    return proc
-
-
-def py(host: str, code: str) -> str:
-    return ssh(host, f"python3 -c {shlex.quote(code)}").stdout
-
-
-def playbook(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
-    start = time.monotonic()
-    proc = subprocess.run(
-        ["ansible-playbook", "site.yml", "-i", str(INVENTORY_FILE.parent), *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    return proc, time.monotonic() - start
+def playbook(*args: str) -> Run:
+    """The lab play (which wraps site.yml) on this scenario's hosts, as `make lab` runs it."""
+    return run_playbook(LAB_PLAY, INVENTORY_FILE.parent, *args, timeout=1200)
 
 
 def record_timing(what: str, seconds: float) -> None:
@@ -117,13 +68,6 @@ def ready(host: str) -> bool:
         "except Exception as e:\n print(getattr(e, 'code', 0))"
     )
     return py(host, code).strip() == "200"
-
-
-def recap_changed(output: str) -> dict[str, int]:
-    return {
-        m.group(1): int(m.group(2))
-        for m in re.finditer(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", output, re.M)
-    }
 
 
 def deposit(host: str) -> str:
@@ -218,10 +162,10 @@ def test_release_2_rolls_out_while_deposits_wait_in_the_spool() -> None:
     # The platform is away: deposits are spooled by release 1 and must be sent by release 2.
     platform_admin("/admin/faults", {"down": True})
     waiting = deposit_round()
-    proc, seconds = playbook("--tags", "detector", "-e", "release_id=fleet-r2")
+    proc = playbook("--tags", "detector", "-e", "release_id=fleet-r2")
     platform_admin("/admin/faults", {"reset": True})
     assert proc.returncode == 0, proc.stdout[-4000:]
-    record_timing("release switch (3 devices, canary + ramps)", seconds)
+    record_timing("release switch (3 devices, canary + ramps)", proc.seconds)
     for h in DEVICES:
         assert current(h) == "fleet-r2"
         assert ssh(h, f"cat {ROOT}/releases/fleet-r2/previous").stdout.strip() == STATE["r1"]
@@ -235,7 +179,7 @@ def test_release_2_rolls_out_while_deposits_wait_in_the_spool() -> None:
 
 
 def test_release_3_never_ready_canary_switches_back_and_the_run_stops() -> None:
-    proc, _ = playbook(
+    proc = playbook(
         "--tags",
         "detector",
         "-e",
@@ -264,9 +208,9 @@ def test_release_3_never_ready_canary_switches_back_and_the_run_stops() -> None:
 
 
 def test_tagged_rollback_to_release_1() -> None:
-    proc, seconds = playbook("--tags", "rollback", "-e", f"rollback_to={STATE['r1']}")
+    proc = playbook("--tags", "rollback", "-e", f"rollback_to={STATE['r1']}")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    record_timing("tagged rollback (3 devices)", seconds)
+    record_timing("tagged rollback (3 devices)", proc.seconds)
     for h in DEVICES:
         assert current(h) == STATE["r1"]
         assert ready(h)
@@ -277,10 +221,10 @@ def test_tagged_rollback_to_release_1() -> None:
 
 
 def test_the_same_rollback_again_changes_nothing() -> None:
-    proc, _ = playbook("--tags", "rollback", "-e", f"rollback_to={STATE['r1']}")
+    proc = playbook("--tags", "rollback", "-e", f"rollback_to={STATE['r1']}")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    changed = recap_changed(proc.stdout)
-    assert all(changed[h] == 0 for h in DEVICES), changed
+    recap = proc.recap()
+    assert all(recap[h]["changed"] == 0 for h in DEVICES), recap
 
 
 # --- bad input: each stops the host before anything switches ---------------------------
@@ -312,7 +256,7 @@ def test_the_same_rollback_again_changes_nothing() -> None:
 )  # fmt: skip
 def test_bad_input_stops_the_host_before_anything_switches(args: list[str], expected: str) -> None:
     before = {h: current(h) for h in DEVICES}
-    proc, _ = playbook("--limit", CANARY, *args)
+    proc = playbook("--limit", CANARY, *args)
     assert proc.returncode != 0
     assert expected in re.sub(r"\s+", " ", proc.stdout), proc.stdout[-4000:]
     assert {h: current(h) for h in DEVICES} == before
@@ -321,16 +265,10 @@ def test_bad_input_stops_the_host_before_anything_switches(args: list[str], expe
 
 def test_an_interrupted_rollout_leaves_every_device_on_a_complete_release() -> None:
     before = {h: current(h) for h in DEVICES}
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-    }
-    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
     run = subprocess.Popen(
-        ["ansible-playbook", "site.yml", "-i", str(INVENTORY_FILE.parent),
+        ["ansible-playbook", str(LAB_PLAY), "-i", str(INVENTORY_FILE.parent),
          "--tags", "detector", "-e", "release_id=fleet-interrupted"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=REPO, env=ansible_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )  # fmt: skip
     try:
@@ -351,9 +289,7 @@ def test_an_interrupted_rollout_leaves_every_device_on_a_complete_release() -> N
         "a half-built release must not look complete"
     )
     # The next run removes the half-built directory and completes the release.
-    proc, _ = playbook(
-        "--limit", CANARY, "--tags", "detector", "-e", "release_id=fleet-interrupted"
-    )
+    proc = playbook("--limit", CANARY, "--tags", "detector", "-e", "release_id=fleet-interrupted")
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert current(CANARY) == "fleet-interrupted" and ready(CANARY)
     assert ssh(CANARY, f"ls -A {ROOT}/releases").stdout.count(".tmp-") == 0

@@ -1,6 +1,6 @@
 """What an operator checks after the Jetson roles: testinfra over Ansible's SSH.
 
-jsim-01 is a simulated Jetson (roles/jetson_simulation, LAB ONLY); plain-01 is a lab host
+jsim-01 is a simulated Jetson (lab/roles/jetson_simulation); plain-01 is a lab host
 that is not a Jetson. The last tests run ansible-playbook against these hosts with bad
 input and check that the host stops with a message naming what is wrong.
 """
@@ -11,20 +11,26 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "lab"))
+from labtools import Run  # noqa: E402
+from labtools import playbook as run_playbook  # noqa: E402
+
 MODEL = REPO / "models/deposit-yolo11n"
 MODEL_SHA = json.loads((MODEL / "manifest.json").read_text())["sha256"]
 MODELS_DIR = "/opt/rvm-detector/models/deposit-yolo11n"
+# The pins as the jetpack role has them (its defaults are the one place they are written).
 PACKAGES = {
-    "cuda-runtime-12-6": "12.6.11-1",
-    "libcudnn9-cuda-12": "9.3.0.75-1",
-    "libnvinfer10": "10.3.0.30-1+cuda12.5",
-    "python3-libnvinfer": "10.3.0.30-1+cuda12.5",
+    p["name"]: p["version"]
+    for p in yaml.safe_load((REPO / "roles/jetpack/defaults/main.yml").read_text())[
+        "jetpack_packages"
+    ]
 }
 
 
@@ -143,24 +149,10 @@ def test_plain_host_skipped_the_hardware_steps(host):
 # --- bad input: ansible-playbook against the scenario's hosts ---------------------------
 
 
-def playbook(*args: str) -> subprocess.CompletedProcess:
+def playbook(*args: str) -> Run:
+    """bad_input.yml (one role with the test's variables) on this scenario's hosts."""
     inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
-    env = {
-        **os.environ,
-        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORCE_COLOR": "0",
-    }
-    play = Path(__file__).parents[1] / "bad_input.yml"
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(play), *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
-    )  # fmt: skip
-
-
-def output(proc: subprocess.CompletedProcess) -> str:
-    """Everything the run printed (failures go to stderr), whitespace folded."""
-    return " ".join((proc.stdout + proc.stderr).split())
+    return run_playbook(Path(__file__).parents[1] / "bad_input.yml", inventory, *args, timeout=300)
 
 
 def test_model_with_wrong_sha256_stops_the_host_before_switching(tmp_path, host):
@@ -175,12 +167,15 @@ def test_model_with_wrong_sha256_stops_the_host_before_switching(tmp_path, host)
     manifest = json.loads((MODEL / "manifest.json").read_text())
     expected = hashlib.sha256(b"what the build recorded").hexdigest()
     (bad / "manifest.json").write_text(json.dumps({**manifest, "sha256": expected}))
+    # The bad copy among the good others: nothing of any model may switch.
+    models = [{"name": "deposit-yolo11n", "src": str(bad)}]
+    models += [{"name": name} for name in ("sam2-tiny-encoder", "sam2-tiny-decoder")]
     proc = playbook(
         "-l", "jsim-01", "-e", "role_under_test=tensorrt_engine",
-        "-e", f"tensorrt_engine_controller_dir={tmp_path}",
+        "-e", json.dumps({"tensorrt_engine_models": models}),
     )  # fmt: skip
     assert proc.returncode != 0
-    out = output(proc)
+    out = proc.text
     assert "jsim-01: model deposit-yolo11n does not match its sha256" in out
     assert f"expected {expected}" in out and f"got {actual}" in out
     assert "Nothing was switched on this host" in out
@@ -197,14 +192,14 @@ def test_plain_host_fails_where_the_inventory_requires_a_jetson(host):
         "-l", "plain-01", "-e", "role_under_test=jetpack", "-e", '{"jetpack_require_jetson": true}'
     )
     assert proc.returncode != 0
-    out = output(proc)
+    out = proc.text
     assert "plain-01 has no /etc/nv_tegra_release, so it is not a Jetson" in out
     assert "set jetpack_require_jetson: false" in out
     proc = playbook(
         "-l", "plain-01", "-e", "role_under_test=jetpack", "--tags", "jetpack_preflight"
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout
-    assert "plain-01 is not a Jetson (no /etc/nv_tegra_release): skipping" in output(proc)
+    assert "plain-01 is not a Jetson (no /etc/nv_tegra_release): skipping" in proc.text
 
 
 def test_power_mode_needing_a_reboot_is_reported_and_idempotent(host):
@@ -214,7 +209,7 @@ def test_power_mode_needing_a_reboot_is_reported_and_idempotent(host):
     try:
         first = playbook(*args, "-e", '{"jetpack_nvpmodel_mode": 1}')
         assert first.returncode == 0, first.stdout
-        assert "mode 1 is set but applies only after a reboot" in output(first)
+        assert "mode 1 is set but applies only after a reboot" in first.text
         assert host.check_output("nvpmodel -q").splitlines()[-1] == "2"  # still running 2
         again = playbook(*args, "-e", '{"jetpack_nvpmodel_mode": 1}')
         assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout
@@ -234,7 +229,7 @@ def test_unknown_power_mode_and_release_are_refused(host):
         "-e", '{"jetpack_nvpmodel_mode": 7}',
     )  # fmt: skip
     assert proc.returncode != 0
-    out = output(proc)
+    out = proc.text
     assert "jetpack_nvpmodel_mode=7 is not a mode of this board" in out
     assert "0=15W, 1=7W, 2=MAXN_SUPER" in out
     proc = playbook(
@@ -242,4 +237,4 @@ def test_unknown_power_mode_and_release_are_refused(host):
         "-e", '{"jetpack_supported_l4t_majors": [35]}',
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "which is L4T R36 (36.4.3); supported are R35" in output(proc)
+    assert "which is L4T R36 (36.4.3); supported are R35" in proc.text

@@ -1,0 +1,125 @@
+"""Running Ansible and commands against lab hosts: one place for the tests, the Molecule
+verifiers and the benchmark scripts.
+
+    sys.path.insert(0, str(REPO / "lab"))
+    from labtools import LabHosts, playbook
+
+`playbook()` runs ansible-playbook from the repository with its ansible.cfg, both role
+paths (production roles/ and the lab's lab/roles/) and the repository's venv on PATH, and
+times it. `LabHosts` reads a lab inventory (as rvmlab.py writes it) and runs commands on
+its hosts over SSH exactly as Ansible connects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LAB_PLAY = REPO / "lab" / "site.yml"
+
+
+def ansible_env(**extra: str) -> dict[str, str]:
+    """The environment ansible-playbook runs with, as `make lab` gives it."""
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": f"{REPO / 'roles'}:{REPO / 'lab' / 'roles'}",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        **extra,
+    }
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env['PATH']}"
+    return env
+
+
+@dataclass
+class Run:
+    """One finished ansible-playbook run."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def text(self) -> str:
+        """Everything it printed (failures go to stderr), whitespace folded to one space."""
+        return " ".join((self.stdout + self.stderr).split())
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        """PLAY RECAP per host: {'host': {'ok': 3, 'changed': 0, 'failed': 0, ...}}."""
+        recap = self.stdout.rpartition("PLAY RECAP")[2]
+        return {
+            m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+            for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", recap, re.M)
+        }
+
+
+def playbook(
+    play: str | Path, inventory: str | Path, *args: str, timeout: float = 1800, **env: str
+) -> Run:
+    """Run ansible-playbook PLAY -i INVENTORY ARGS... from the repository root."""
+    start = time.monotonic()
+    proc = subprocess.run(
+        ["ansible-playbook", str(play), "-i", str(inventory), *args],
+        cwd=REPO,
+        env=ansible_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - start)
+
+
+class LabHosts:
+    """The hosts of a lab inventory file, reachable over SSH as Ansible reaches them."""
+
+    def __init__(self, inventory_file: str | Path) -> None:
+        self.inventory_file = Path(inventory_file)
+        self.hostvars: dict[str, dict] = {}
+        self.groups: dict[str, list[str]] = {}
+        self._walk("all", yaml.safe_load(self.inventory_file.read_text())["all"], {})
+
+    def _walk(self, name: str, group: dict, inherited: dict) -> None:
+        merged = {**inherited, **(group.get("vars") or {})}
+        members = self.groups.setdefault(name, [])
+        for host, hv in (group.get("hosts") or {}).items():
+            self.hostvars[host] = {**merged, **(hv or {})}
+            members.append(host)
+        for child_name, child in (group.get("children") or {}).items():
+            self._walk(child_name, child or {}, merged)
+            members.extend(h for h in self.groups[child_name] if h not in members)
+
+    def ssh(self, host: str, command: str, check: bool = True, timeout: float = 120):
+        """Run a shell command on a lab host; with check, fail naming host and command."""
+        hv = self.hostvars[host]
+        argv = [
+            "ssh",
+            "-i",
+            hv.get("ansible_ssh_private_key_file") or hv["ansible_private_key_file"],
+            *shlex.split(hv.get("ansible_ssh_common_args", "")),
+            "-o",
+            "BatchMode=yes",
+            f"{hv.get('ansible_user', 'root')}@{hv['ansible_host']}",
+            command,
+        ]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{host}: {command!r} failed ({proc.returncode}): {proc.stderr}")
+        return proc
+
+    def py(self, host: str, code: str) -> str:
+        """Run Python code on a lab host and return what it printed."""
+        return self.ssh(host, f"python3 -c {shlex.quote(code)}").stdout
