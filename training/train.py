@@ -3,14 +3,19 @@
     nice -n 15 .venv/bin/python training/train.py
 
 runs the whole recipe with the committed defaults and writes
-models/deposit-yolo11n/{model.onnx,manifest.json}. Training is on CPU, seeded and in
-deterministic mode; no pretrained weights are used and nothing is downloaded.
+models/deposit-yolo11n/{model.onnx,manifest.json}: on the first CUDA GPU when there is
+one (`--device cpu` forces the CPU, which takes hours for the committed recipe), seeded
+and in deterministic mode; no pretrained weights are used and nothing is downloaded.
+The manifest records both evaluation figures (training/evaluate.py): the held-out split
+of the training generator and the independent renderer's frames.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import platform
 import shutil
 import sys
@@ -19,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from deposit_synth import CLASS_NAMES
-from deposit_synth.scene import FRAME_H, FRAME_W
-from evaluate import DEFAULT_MODEL_DIR, REPO_DIR, evaluate_onnx
+from deposit_synth.scene import FRAME_H, FRAME_W, WIDE_FRAME, WIDE_SHARE
+from evaluate import DEFAULT_EVAL_COUNT, DEFAULT_MODEL_DIR, REPO_DIR, evaluate_both
 from generate_dataset import DEFAULT_SEED, generator_sha256, write_dataset
 from offline import TRAINING_DIR, import_ultralytics
 from onnx_artifact import ONNX_OPSET, describe, pin_ir_version, sha256_file
@@ -31,19 +36,73 @@ PYTHON = ".venv/bin/python"
 
 def _train_command(args: argparse.Namespace) -> str:
     """The command line that repeats this run, with every recipe argument spelled out."""
-    recipe = ("train", "val", "seed", "epochs", "imgsz", "batch", "lr0", "workers", "version")
+    recipe = (
+        "train",
+        "val",
+        "seed",
+        "epochs",
+        "imgsz",
+        "batch",
+        "lr0",
+        "workers",
+        "device",
+        "version",
+    )
     flags = " ".join(f"--{k} {getattr(args, k)}" for k in recipe)
+    if args.init:
+        flags += (
+            f" --init {args.init} --warmup-epochs {args.warmup_epochs}"
+            f" --close-mosaic {args.close_mosaic} --mosaic {args.mosaic} --reuse-data"
+        )
+    if args.package_only:
+        flags += " --package-only"
     return f"nice -n 15 {PYTHON} training/train.py {flags}"
+
+
+def _previous_stage(init: Path | None) -> dict[str, Any] | None:
+    """The manifest's training section of the weights this run continued from, if known."""
+    if init is None or not (init.parent / "manifest.json").is_file():
+        return None
+    earlier = json.loads((init.parent / "manifest.json").read_text())
+    return {k: earlier[k] for k in ("version", "training", "reproduce") if k in earlier}
+
+
+def _default_device() -> str:
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _has_data(root: Path, counts: dict[str, int]) -> bool:
+    """A data set of these counts is there (frames are a pure function of seed and index)."""
+    return (root / "data.yaml").is_file() and all(
+        len(list((root / "images" / split).glob("*.jpg"))) == n for split, n in counts.items()
+    )
+
+
+def _epochs_done(run_dir: Path) -> int:
+    """Epochs that finished (rows of Ultralytics' results.csv)."""
+    with (run_dir / "results.csv").open() as f:
+        return sum(1 for _ in csv.DictReader(f))
+
+
+def _machine(device: str) -> str:
+    import torch
+
+    cpu = f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    if device != "cpu" and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} GPU, {cpu}"
+    return f"{cpu}, {torch.get_num_threads()} torch threads"
 
 
 def train_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Ultralytics train() arguments; recorded verbatim in the manifest."""
-    return {
+    settings: dict[str, Any] = {
         "epochs": args.epochs,
         "imgsz": args.imgsz,
         "batch": args.batch,
         "workers": args.workers,
-        "device": "cpu",
+        "device": args.device,
         "seed": args.seed,
         "deterministic": True,
         "pretrained": False,
@@ -56,71 +115,133 @@ def train_settings(args: argparse.Namespace) -> dict[str, Any]:
         "nbs": args.batch,
         "lr0": args.lr0,
         "cos_lr": True,
-        "warmup_epochs": 1,
-        "close_mosaic": max(1, args.epochs // 5),
+        "warmup_epochs": args.warmup_epochs,
+        "mosaic": args.mosaic,
+        "close_mosaic": (
+            args.close_mosaic if args.close_mosaic is not None else max(1, min(5, args.epochs // 5))
+        ),
         # The chute has no up or down, so vertical flips are as valid as horizontal ones.
         "flipud": 0.5,
-        "patience": args.epochs,
+        "patience": max(args.epochs, 100),
     }
+    if args.time:
+        # Wall-clock budget in hours: Ultralytics re-sizes the epoch count (and the LR
+        # schedule) after the first epoch so that training ends in time.
+        settings["time"] = args.time
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--train", type=int, default=2000, help="training frames")
-    parser.add_argument("--val", type=int, default=300, help="held-out frames")
+    parser.add_argument("--train", type=int, default=12000, help="training frames")
+    parser.add_argument("--val", type=int, default=500, help="held-out frames")
+    parser.add_argument("--eval-count", type=int, default=DEFAULT_EVAL_COUNT, help="independent")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument(
+        "--time", type=float, help="stop after this many hours (overrides --epochs)"
+    )
     parser.add_argument("--imgsz", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr0", type=float, default=0.002)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--version", default="1.0.0", help="model version written to the manifest")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--device", help="cpu, or a CUDA device index (default: 0 if CUDA)")
+    parser.add_argument("--version", default="2.0.0", help="model version written to the manifest")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        help="continue from these weights (.pt, or an exported .onnx) instead of random ones",
+    )
+    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--mosaic", type=float, default=1.0, help="mosaic probability")
+    parser.add_argument("--close-mosaic", type=int, help="default: epochs // 5, at most 5")
+    parser.add_argument(
+        "--reuse-data",
+        action="store_true",
+        help="keep an existing data set of the same counts under --data instead of redrawing it",
+    )
+    parser.add_argument(
+        "--package-only",
+        action="store_true",
+        help="no training: take the --init ONNX as the model, evaluate it and write the manifest",
+    )
     parser.add_argument("--data", type=Path, default=TRAINING_DIR / "data" / "deposits")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--name", default="deposit-yolo11n", help="run folder under training/runs")
     args = parser.parse_args(argv)
+    if args.package_only and not (args.init and args.init.suffix == ".onnx"):
+        parser.error("--package-only needs --init with an exported .onnx")
 
+    args.device = args.device or _default_device()
     started = time.monotonic()
-    data_yaml = write_dataset(args.data, {"train": args.train, "val": args.val}, args.seed)
+    counts = {"train": args.train, "val": args.val}
+    data_yaml = args.data / "data.yaml"
+    if not (args.package_only or (args.reuse_data and _has_data(args.data, counts))):
+        data_yaml = write_dataset(args.data, counts, args.seed, os.cpu_count() or 1)
     generated = time.monotonic()
 
     ultralytics = import_ultralytics()
     import torch
 
     settings = train_settings(args)
-    model = ultralytics.YOLO("yolo11n.yaml")  # architecture only: random initial weights
-    model.train(
-        data=str(data_yaml),
-        project=str(TRAINING_DIR / "runs"),
-        name=args.name,
-        exist_ok=True,
-        **settings,
-    )
-    trained = time.monotonic()
+    if args.init and not args.package_only:
+        init = args.init
+        if init.suffix == ".onnx":
+            from onnx_to_checkpoint import convert
 
-    # The last epoch's weights, not the best on val: the val split is the held-out one.
-    last = TRAINING_DIR / "runs" / args.name / "weights" / "last.pt"
-    exported = Path(
-        ultralytics.YOLO(str(last)).export(
-            format="onnx",
-            imgsz=args.imgsz,
-            opset=ONNX_OPSET,
-            simplify=False,
-            dynamic=False,
-            nms=False,
-            device="cpu",
+            init = convert(init, TRAINING_DIR / "runs" / f"{args.name}-init.pt")
+        model = ultralytics.YOLO(str(init))  # earlier weights of this same recipe
+        settings["pretrained"] = True  # i.e. start from `init`; still no external weights
+    elif not args.package_only:
+        model = ultralytics.YOLO("yolo11n.yaml")  # architecture only: random initial weights
+    if args.package_only:
+        trained = time.monotonic()
+        epochs_done = 0
+        args.out.mkdir(parents=True, exist_ok=True)
+        onnx_path = args.out / "model.onnx"
+        shutil.copyfile(args.init, onnx_path)
+    else:
+        model.train(
+            data=str(data_yaml),
+            project=str(TRAINING_DIR / "runs"),
+            name=args.name,
+            exist_ok=True,
+            **settings,
         )
-    )
-    pin_ir_version(exported)
-    args.out.mkdir(parents=True, exist_ok=True)
-    onnx_path = args.out / "model.onnx"
-    shutil.copyfile(exported, onnx_path)
+        trained = time.monotonic()
+        run_dir = TRAINING_DIR / "runs" / args.name
+        epochs_done = _epochs_done(run_dir)
 
-    metrics = evaluate_onnx(onnx_path, data_yaml, args.imgsz)
+        # The last epoch's weights, not the best on val: the val split is the held-out one.
+        last = run_dir / "weights" / "last.pt"
+        exported = Path(
+            ultralytics.YOLO(str(last)).export(
+                format="onnx",
+                imgsz=args.imgsz,
+                opset=ONNX_OPSET,
+                simplify=False,
+                dynamic=False,
+                nms=False,
+                device="cpu",
+            )
+        )
+        pin_ir_version(exported)
+        args.out.mkdir(parents=True, exist_ok=True)
+        onnx_path = args.out / "model.onnx"
+        shutil.copyfile(exported, onnx_path)
+
+    exported_at = time.monotonic()
+    metrics = evaluate_both(onnx_path, args.imgsz, args.val, args.seed, args.eval_count)
     io = describe(onnx_path)
-    rel_out = onnx_path.resolve().relative_to(REPO_DIR)
+    try:
+        rel_out = onnx_path.resolve().parent.relative_to(REPO_DIR)
+    except ValueError:  # written outside the repository (e.g. on a training machine)
+        rel_out = Path("models") / MODEL_NAME
+    recipe = argparse.Namespace(
+        **{**vars(args), "epochs": epochs_done, "close_mosaic": settings["close_mosaic"]}
+    )
     manifest = {
         "name": MODEL_NAME,
         "version": args.version,
@@ -149,24 +270,26 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "counts": {"train": args.train, "val": args.val},
             "frame_size": [FRAME_W, FRAME_H],
+            "wide_frame_size": list(WIDE_FRAME),
+            "wide_share": WIDE_SHARE,
         },
         "training": {
             **settings,
+            "epochs_done": epochs_done,
             "ultralytics": ultralytics.__version__,
             "torch": torch.__version__,
-            "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+            "machine": _machine(args.device),
             "data_generation_s": round(generated - started, 1),
             "training_wall_s": round(trained - generated, 1),
+            "export_s": round(exported_at - trained, 1),
+            "command": " ".join(["training/train.py", *(argv or sys.argv[1:])]),
+            "continued_from": _previous_stage(args.init),
+            "package_only": args.package_only,
         },
-        "heldout_metrics": {
-            "split": "val",
-            "frames": args.val,
-            "validator": "Ultralytics DetectionValidator on the ONNX, training/evaluate.py",
-            **metrics,
-        },
+        **metrics,
         "reproduce": {
-            "train": _train_command(args),
-            "evaluate": f"{PYTHON} training/evaluate.py --manifest {rel_out.parent}/manifest.json",
+            "train": _train_command(recipe),
+            "evaluate": f"{PYTHON} training/evaluate.py --manifest {rel_out}/manifest.json",
         },
     }
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -174,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "model": str(onnx_path),
-                **metrics,
+                "heldout_map50": metrics["heldout_metrics"]["map50"],
+                "independent_map50": metrics["independent_metrics"]["map50"],
+                "epochs_done": epochs_done,
                 "training_wall_s": manifest["training"]["training_wall_s"],
             }
         )

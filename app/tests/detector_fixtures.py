@@ -57,6 +57,16 @@ def heldout_images(out_dir: Path, n: int) -> list[Path]:
     return write_heldout_images(out_dir, n)
 
 
+def independent_images(out_dir: Path, n: int) -> list[Path]:
+    """The first n frames of the independent evaluation renderer (never used for training)."""
+    sys.path.insert(0, str(TRAINING))
+    try:
+        from eval_render.dataset import write_eval_images
+    finally:
+        sys.path.remove(str(TRAINING))
+    return write_eval_images(out_dir, n)
+
+
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
     h, w = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))

@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from detector_fixtures import committed_model, heldout_images, is_smoke_model
+from detector_fixtures import committed_model, heldout_images, independent_images, is_smoke_model
 from onnx import TensorProto, helper
 from rvm_detector.backends import ModelError, split_engine_file
 from rvm_detector.detector import load_detector
-from rvm_detector.letterbox import letterbox
-from rvm_detector.yolo_decode import nms
+from rvm_detector.letterbox import PAD_VALUE, LetterboxBuffer, letterbox
+from rvm_detector.yolo_decode import SMALL, decode, decode_candidates, nms
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -35,14 +35,23 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def heldout_and_camera_sized(heldout: list[Path], tmp_path_factory) -> list[Path]:
-    """The held-out frames plus four of them at 640x480, so box scaling is compared too."""
+def independent(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return independent_images(tmp_path_factory.mktemp("independent"), 12)
+
+
+@pytest.fixture(scope="module")
+def heldout_and_camera_sized(
+    heldout: list[Path], independent: list[Path], tmp_path_factory
+) -> list[Path]:
+    """Held-out frames of both renderers, plus some at 640x480 and 1280x720 (box scaling)."""
     out = tmp_path_factory.mktemp("camera")
     big = []
-    for p in heldout[:4]:
-        big.append(out / p.name)
-        cv2.imwrite(str(big[-1]), cv2.resize(cv2.imread(str(p)), (640, 480)))
-    return heldout + big
+    for p, size in [(p, (640, 480)) for p in heldout[:3] + independent[:3]] + [
+        (p, (1280, 720)) for p in heldout[3:5] + independent[3:5]
+    ]:
+        big.append(out / f"{p.stem}_{size[0]}x{size[1]}.jpg")
+        cv2.imwrite(str(big[-1]), cv2.resize(cv2.imread(str(p)), size))
+    return heldout + independent + big
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -54,7 +63,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # At 0.25 (the default) the trained model reports the items; at 0.01 it also reports
-# weak overlapping candidates, which exercises NMS and ordering hard.
+# weak overlapping candidates, which exercises NMS and ordering hard. The frames come
+# from both renderers: the training generator's held-out split and the independent one.
 @pytest.mark.parametrize("conf", [0.25, 0.01])
 def test_matches_ultralytics_predict_on_heldout_images(
     heldout_and_camera_sized: list[Path], conf: float
@@ -211,6 +221,46 @@ def test_letterbox_round_trip(h: int, w: int) -> None:
         assert tensor[0, 0, 128, 0] == pytest.approx(114 / 255)
 
 
+def reference_letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """Ultralytics' recipe step by step: resize, pad with 114, BGR->RGB, CHW, / 255."""
+    h, w = image.shape[:2]
+    r = min(size / h, size / w)
+    nw, nh = round(w * r), round(h * r)
+    dw, dh = (size - nw) / 2, (size - nh) / 2
+    if (nw, nh) != (w, h):
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    padded = cv2.copyMakeBorder(
+        image,
+        round(dh - 0.1),
+        round(dh + 0.1),
+        round(dw - 0.1),
+        round(dw + 0.1),
+        cv2.BORDER_CONSTANT,
+        value=(PAD_VALUE,) * 3,
+    )
+    return padded[..., ::-1].transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255)
+
+
+def test_reused_input_buffer_matches_reference_across_frame_sizes() -> None:
+    rng = np.random.default_rng(3)
+    buffer = LetterboxBuffer((256, 256))
+    # Sizes change back and forth: the padding must follow the image region each time.
+    for h, w in [(240, 320), (720, 1280), (240, 320), (480, 640), (256, 256), (99, 37)]:
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        tensor, geo = buffer(image)
+        np.testing.assert_array_equal(tensor, reference_letterbox(image, 256))
+        assert (geo.new_w, geo.new_h) == (round(w * geo.gain_x), round(h * geo.gain_y))
+
+
+def test_prepare_returns_its_own_tensor(heldout: list[Path]) -> None:
+    detector = load_detector(committed_model())
+    first, _ = detector.prepare(cv2.imread(str(heldout[0])))
+    kept = first.copy()
+    detector.prepare(cv2.imread(str(heldout[1])))
+    detector.detect(cv2.imread(str(heldout[2])))
+    np.testing.assert_array_equal(first, kept)
+
+
 def test_nms_keeps_best_of_overlapping_and_separate_boxes() -> None:
     boxes = np.array(
         [[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 9.5]], np.float32
@@ -218,6 +268,27 @@ def test_nms_keeps_best_of_overlapping_and_separate_boxes() -> None:
     scores = np.array([0.5, 0.9, 0.7, 0.6], np.float32)
     assert nms(boxes, scores, 0.5).tolist() == [1, 2]
     assert nms(boxes, scores, 0.99).tolist() == [1, 2, 3, 0]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_python_nms_for_few_candidates_matches_numpy_path(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 400
+    out = np.zeros((1, 7, n), np.float32)
+    # Clusters of overlapping boxes of mixed classes, like a head's output around items.
+    centres = rng.uniform(20, 230, (4, 2))
+    pick = rng.integers(0, 4, n)
+    out[0, :2] = (centres[pick] + rng.normal(0, 4, (n, 2))).T
+    out[0, 2:4] = rng.uniform(20, 80, (2, n))
+    out[0, 4:] = rng.uniform(0, 1, (3, n)) ** 6
+    conf = float(np.sort(out[0, 4:].max(0))[-rng.integers(2, SMALL)])  # a few candidates
+    boxes, scores, classes = decode(out, conf, 0.5, 300)
+    kept = decode_candidates(out, conf, 0.5, 300)
+    assert [(round(k[0], 6), k[1]) for k in kept] == [
+        (round(float(s), 6), int(c)) for s, c in zip(scores, classes, strict=True)
+    ]
+    np.testing.assert_allclose([k[2:] for k in kept], boxes, atol=1e-3)
+    assert decode_candidates(out, conf, 0.5, 1) == kept[:1]
 
 
 def test_runtime_never_imports_torch_ultralytics_or_sam2(heldout: list[Path]) -> None:

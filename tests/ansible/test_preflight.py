@@ -87,3 +87,31 @@ def test_lab_play_refuses_a_production_inventory():
     assert "For a real fleet run `ansible-playbook site.yml" in run.text
     assert "TASK [jetson_simulation" not in run.stdout
     assert run.recap()["rvm-ber-001"]["failed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("drop", "missing"),
+    [("independent_metrics", "independent_metrics.map50"), ("class_names", "class_names")],
+)
+def test_models_role_refuses_a_detection_model_without_its_evaluations(tmp_path, drop, missing):
+    model = tmp_path / "deposit-yolo11n"
+    model.mkdir()
+    committed = REPO / "models" / "deposit-yolo11n"
+    (model / "model.onnx").symlink_to(committed / "model.onnx")
+    manifest = json.loads((committed / "manifest.json").read_text())
+    del manifest[drop]
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    play = tmp_path / "models.yml"
+    play.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.import_role:\n        name: tensorrt_engine\n"
+        "        tasks_from: preflight\n"
+    )
+    models = [{"name": "deposit-yolo11n", "src": str(model)}, {"name": "sam2-tiny-encoder"}]
+    run = playbook(
+        str(play), "localhost,", "--check", "-e", json.dumps({"tensorrt_engine_models": models}),
+        timeout=300, ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+    )  # fmt: skip
+    assert not run.ok, run.text
+    assert f"model deposit-yolo11n ({model}/manifest.json) lacks {missing}" in run.text, run.text
+    assert "measure it with training/evaluate.py" in run.text

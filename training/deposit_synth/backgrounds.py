@@ -1,4 +1,5 @@
-"""Chute backgrounds: brushed metal, moulded plastic and painted gradients, with wear."""
+"""Chute backgrounds: brushed metal, moulded plastic, painted gradients, plain colours and
+belts, with rails, seams, perforations, slats, rollers, stickers and wear, or none of it."""
 
 from __future__ import annotations
 
@@ -109,12 +110,111 @@ def _add_shadow(rng: np.random.Generator, img: np.ndarray) -> None:
     img *= 1 - rng.uniform(0.2, 0.5) * mask[..., None]
 
 
+def _plain(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = rng.uniform(10, 245, 3) if rng.random() < 0.5 else rng.uniform(20, 230)
+    return img + rng.normal(0, rng.uniform(0, 4), (h, w, 1)).astype(np.float32)
+
+
+def _belt(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A rubber belt or conveyor: dark, with a fine texture and periodic slats."""
+    img = np.full((h, w, 3), rng.uniform(20, 90), np.float32)
+    img += rng.normal(0, rng.uniform(2, 10), (h, w, 1)).astype(np.float32)
+    step = int(rng.integers(12, 60))
+    vertical = rng.random() < 0.5
+    bright = float(rng.uniform(-30, 50))
+    for pos in range(int(rng.integers(0, step)), w if vertical else h, step):
+        thick = int(rng.integers(1, max(2, step // 3)))
+        if vertical:
+            img[:, pos : pos + thick] += bright
+        else:
+            img[pos : pos + thick] += bright
+    return img
+
+
+def _add_rails(rng: np.random.Generator, img: np.ndarray) -> None:
+    """Guide rails or bars across the chute: bright tubes with a shaded side."""
+    h, w = img.shape[:2]
+    vertical = rng.random() < 0.5
+    span = w if vertical else h
+    for _ in range(int(rng.integers(1, 4))):
+        pos = int(rng.integers(0, span))
+        width = int(rng.integers(3, max(4, span // 12)))
+        tone = float(rng.uniform(60, 240))
+        profile = tone * (0.6 + 0.4 * np.sin(np.linspace(0, np.pi, width)))
+        sl = slice(pos, min(span, pos + width))
+        n = sl.stop - sl.start
+        if n <= 0:
+            continue
+        if vertical:
+            img[:, sl] = profile[None, :n, None]
+        else:
+            img[sl, :] = profile[:n, None, None]
+
+
+def _add_seams(rng: np.random.Generator, img: np.ndarray) -> None:
+    """Panel seams: a dark groove with a bright lip, in either or both directions."""
+    h, w = img.shape[:2]
+    for _ in range(int(rng.integers(1, 4))):
+        dark, light = float(rng.uniform(0, 60)), float(rng.uniform(150, 255))
+        if rng.random() < 0.5:
+            x = int(rng.integers(1, w - 1))
+            img[:, x] = dark
+            img[:, x + 1] = light
+        else:
+            y = int(rng.integers(1, h - 1))
+            img[y] = dark
+            img[y + 1] = light
+
+
+def _add_perforation(rng: np.random.Generator, img: np.ndarray) -> None:
+    """A perforated or dimpled sheet: a regular grid of holes."""
+    h, w = img.shape[:2]
+    step = int(rng.integers(6, 22))
+    r = max(1, int(step * rng.uniform(0.15, 0.35)))
+    tone = (float(rng.uniform(0, 70)),) * 3
+    x0, y0 = int(rng.integers(0, step)), int(rng.integers(0, step))
+    stagger = rng.random() < 0.5
+    for row, y in enumerate(range(y0, h, step)):
+        off = step // 2 if stagger and row % 2 else 0
+        for x in range(x0 + off, w, step):
+            cv2.circle(img, (x, y), r, tone, -1, cv2.LINE_AA)
+
+
+def _add_stickers(rng: np.random.Generator, img: np.ndarray) -> None:
+    """Warning stickers, arrows and printed text on the chute."""
+    h, w = img.shape[:2]
+    for _ in range(int(rng.integers(1, 4))):
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        sw, sh = int(rng.integers(8, 50)), int(rng.integers(6, 30))
+        colour = rng.uniform(0, 255, 3).tolist()
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x, y), (x + sw, y + sh), colour, -1)
+        else:
+            tri = np.int32([[x, y + sh], [x + sw // 2, y], [x + sw, y + sh]])
+            cv2.fillPoly(img, [tri], colour, cv2.LINE_AA)
+        ink = (float(rng.uniform(0, 255)),) * 3
+        for ty in range(y + 2, y + sh - 1, 3):
+            cv2.line(img, (x + 2, ty), (x + int(rng.integers(3, max(4, sw))), ty), ink, 1)
+
+
 def chute_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """An empty chute as float32 BGR in [0, 255]."""
-    kind = rng.choice(3, p=[0.45, 0.35, 0.2])
-    maker = (_brushed_metal, _plastic, _gradient)[int(kind)]
+    """An empty chute as float32 BGR in [0, 255]: plain, or cluttered with structure."""
+    kind = rng.choice(5, p=[0.3, 0.2, 0.15, 0.2, 0.15])
+    maker = (_brushed_metal, _plastic, _gradient, _plain, _belt)[int(kind)]
     img = np.ascontiguousarray(maker(rng, h, w), dtype=np.float32)
-    _add_chute_walls(rng, img)
+    if rng.random() < 0.15:  # a plain chute: nothing but the surface
+        return img
+    if rng.random() < 0.6:
+        _add_chute_walls(rng, img)
+    for add, p in (
+        (_add_rails, 0.3),
+        (_add_seams, 0.35),
+        (_add_perforation, 0.15),
+        (_add_stickers, 0.2),
+    ):
+        if rng.random() < p:
+            add(rng, img)
     _add_wear(rng, img)
     if rng.random() < 0.5:
         _add_shadow(rng, img)

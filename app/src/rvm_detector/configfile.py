@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from rvm_detector.config import Config
+from rvm_detector.model_manifest import manifest_problems
 
 Loc = tuple[str | int, ...]
 
@@ -130,6 +131,13 @@ def parse_config(text: str, path: Path) -> Config:
             where = f"{path}:{line}" if line else str(path)
             problems.append(f"{where}: {_dotted(loc)}: {_describe(err)}")
         raise ConfigError(path, problems) from None
+    # The model's manifest (when it has one) must carry its accuracy and fit the verdict.
+    for problem in manifest_problems(config.model.path, config.verdict.accept):
+        key = ("verdict", "accept") if problem.startswith("verdict.") else ("model", "path")
+        line = _line_for(key, lines) or _line_for(("model", "path"), lines)
+        where = f"{path}:{line}" if line else str(path)
+        label = "" if problem.startswith("verdict.") else "model.path: "
+        problems.append(f"{where}: {label}{problem}")
     if problems:
         raise ConfigError(path, problems)
     return config

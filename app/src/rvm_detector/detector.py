@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from rvm_detector.backends import InferenceBackend, ModelError, open_backend
-from rvm_detector.letterbox import letterbox
+from rvm_detector.letterbox import LetterboxBuffer
 from rvm_detector.records import Detection, ModelId
-from rvm_detector.yolo_decode import decode
+from rvm_detector.yolo_decode import decode_candidates
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,15 @@ class Detector:
         self.backend = backend
         self.info = info
         self.conf, self.iou, self.max_det = conf, iou, max_det
+        # The model input is written in place, frame after frame: one caller at a time.
+        self._input = LetterboxBuffer(info.input_hw, backend.input_dtype)
+        self._lock = threading.Lock()
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Any]:
-        tensor, geometry = letterbox(image, self.info.input_hw)
-        if tensor.dtype != self.backend.input_dtype:
-            tensor = tensor.astype(self.backend.input_dtype)
-        return tensor, geometry
+        """The model input for `image` (a new array) and the geometry to map boxes back."""
+        with self._lock:
+            tensor, geometry = self._input(image)
+            return tensor.copy(), geometry
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Detections in `image` (BGR uint8, HxWx3), highest confidence first."""
@@ -54,16 +59,26 @@ class Detector:
             raise ValueError(
                 f"expected a BGR image HxWx3, got {getattr(image, 'shape', type(image))}"
             )
-        tensor, geometry = self.prepare(image)
-        output = self.backend.infer(tensor)
-        boxes, scores, classes = decode(
-            output.astype(np.float32, copy=False), self.conf, self.iou, self.max_det
-        )
-        boxes = geometry.to_original(boxes)
+        with self._lock:
+            tensor, geometry = self._input(image)
+            output = self.backend.infer(tensor)
+        kept = decode_candidates(output, self.conf, self.iou, self.max_det)
+        # Back to original pixels (clipped to the image), in plain Python: a few boxes.
+        left, top, gx, gy = geometry.left, geometry.top, geometry.gain_x, geometry.gain_y
+        w, h = geometry.width, geometry.height
         names = self.info.class_names
         return [
-            Detection(names[c], float(s), (float(b[0]), float(b[1]), float(b[2]), float(b[3])))
-            for b, s, c in zip(boxes, scores, classes.tolist(), strict=True)
+            Detection(
+                names[c],
+                s,
+                (
+                    min(max((x1 - left) / gx, 0.0), w),
+                    min(max((y1 - top) / gy, 0.0), h),
+                    min(max((x2 - left) / gx, 0.0), w),
+                    min(max((y2 - top) / gy, 0.0), h),
+                ),
+            )
+            for s, c, x1, y1, x2, y2 in kept
         ]
 
     def warmup(self) -> None:
@@ -158,4 +173,8 @@ def load_detector(
         sha256=sha256_file(path),
     )
     info = ModelInfo(model_id, names, hw, engine.name)
+    if engine.name.endswith("(CPUExecutionProvider)"):
+        # ONNX Runtime's intra-op threads own the cores; OpenCV's own pool (letterbox
+        # resize, JPEG work) would only wake threads that compete with them.
+        cv2.setNumThreads(1)
     return Detector(engine, info, conf, iou, max_det)
