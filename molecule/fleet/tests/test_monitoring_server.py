@@ -42,7 +42,10 @@ JOBS = {"node": 9100, "detector": 9101, "tegrastats": 9102}
 RECEIVED = "/var/lib/lab-alert-receiver/alerts.jsonl"
 # The lab's stand-in for ansible-vault (inventories/lab/group_vars/all.yml and monitoring.yml).
 _HV = HOSTS.hostvars[MONITOR]
-SECRETS = Path(_HV.get("ansible_ssh_private_key_file") or _HV["ansible_private_key_file"]).parent / "secrets"
+SECRETS = (
+    Path(_HV.get("ansible_ssh_private_key_file") or _HV["ansible_private_key_file"]).parent
+    / "secrets"
+)
 
 
 def alert_names() -> set[str]:
@@ -106,7 +109,9 @@ def test_prometheus_and_alertmanager_run_and_ask_for_a_password() -> None:
         assert state == "active", f"{unit} is {state}"
     for base in (PROMETHEUS, ALERTMANAGER):
         assert request(f"{base}/-/ready")[0] == 200
-        assert request(f"{base}/-/ready", auth=False)[0] == 401, f"{base} answers without a password"
+        assert request(f"{base}/-/ready", auth=False)[0] == 401, (
+            f"{base} answers without a password"
+        )
     # Alertmanager alone: its cluster (gossip) port is off.
     assert not listening(MONITOR, 9094)
 
@@ -225,7 +230,10 @@ def test_device_down_inhibits_the_devices_other_alerts() -> None:
         time.sleep(20)
         assert not notified("RvmCameraStale"), "an inhibited alert was notified"
     finally:
-        api(f"{ALERTMANAGER}/api/v2/alerts", [alert(a["labels"]["alertname"], datetime.now(UTC)) for a in fire])
+        api(
+            f"{ALERTMANAGER}/api/v2/alerts",
+            [alert(a["labels"]["alertname"], datetime.now(UTC)) for a in fire],
+        )
 
 
 # --- preflight -------------------------------------------------------------------------
@@ -253,7 +261,9 @@ def assert_stopped_in_preflight(run: Run, *expected: str) -> None:
         ("alerts:\n  - alert: NoGroups\n", "has no `groups:` list"),
     ],
 )
-def test_a_rule_file_that_does_not_parse_stops_the_play(tmp_path: Path, content: str, problem: str) -> None:
+def test_a_rule_file_that_does_not_parse_stops_the_play(
+    tmp_path: Path, content: str, problem: str
+) -> None:
     for path in (REPO / "monitoring" / "rules").glob("*.yml"):
         (tmp_path / path.name).write_text(path.read_text())
     (tmp_path / "zz-broken.yml").write_text(content)
@@ -281,7 +291,9 @@ def test_a_rule_file_that_does_not_parse_stops_the_play(tmp_path: Path, content:
         ({"monitoring_server_web_password": ""}, "monitoring_server_web_password is empty"),
     ],
 )
-def test_a_receiver_or_password_without_its_secret_stops_the_play(variables: dict, expected: str) -> None:
+def test_a_receiver_or_password_without_its_secret_stops_the_play(
+    variables: dict, expected: str
+) -> None:
     assert_stopped_in_preflight(monitoring_play("-e", json.dumps(variables)), MONITOR, expected)
 
 

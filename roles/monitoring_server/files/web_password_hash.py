@@ -23,7 +23,9 @@ def main() -> int:
         text = config.read_text(encoding="utf-8")
     except FileNotFoundError:
         text = ""
-    found = re.search(rf"^\s+['\"]?{re.escape(user)}['\"]?:\s*['\"]?(\$2[aby]\$[^'\"\s]+)", text, re.M)
+    found = re.search(
+        rf"^\s+['\"]?{re.escape(user)}['\"]?:\s*['\"]?(\$2[aby]\$[^'\"\s]+)", text, re.M
+    )
     if found and bcrypt.checkpw(password, found.group(1).encode()):
         print(found.group(1))
     else:

@@ -24,7 +24,7 @@ class Receiver(BaseHTTPRequestHandler):
     out: Path
     lock = threading.Lock()
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if not 0 < length <= MAX_BODY:
             self.send_error(400, "a JSON body of at most 4 MiB is expected")
@@ -41,7 +41,7 @@ class Receiver(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         # A health check for the role (and a person): says it runs, returns nothing stored.
         payload = b"lab alert receiver\n"
         self.send_response(200)
