@@ -144,6 +144,30 @@ def test_every_device_is_scraped_by_every_job_with_its_device_label() -> None:
                 assert target["health"] == "up", f"{device} {job}: {target['lastError']}"
 
 
+def test_a_device_added_to_the_inventory_is_scraped_after_a_re_run(tmp_path: Path) -> None:
+    extra = tmp_path / "more-devices.yml"
+    # An address on the lab network where nothing answers: the target exists and is down.
+    name, spare = "fleet-dev-added", ADDRESS.rsplit(".", 1)[0] + ".250"
+    extra.write_text(
+        "all:\n  children:\n    jetson:\n      hosts:\n"
+        f"        {name}:\n          ansible_host: {spare}\n"
+    )
+
+    def added() -> set[str]:
+        active = api(f"{PROMETHEUS}/api/v1/targets?state=active")["data"]["activeTargets"]
+        return {t["labels"]["instance"] for t in active if t["labels"].get("device") == name}
+
+    try:
+        run = monitoring_play("-i", str(extra))
+        assert run.ok, run.text[-3000:]
+        wanted = {f"{spare}:{port}" for port in JOBS.values()}
+        eventually(lambda: added() == wanted, 60, f"targets {wanted} in Prometheus")
+    finally:
+        # The inventory without it again: its targets go.
+        assert monitoring_play().ok
+    eventually(lambda: not added(), 60, "the removed device's targets gone")
+
+
 def test_every_alert_rule_of_the_repository_is_loaded() -> None:
     groups = api(f"{PROMETHEUS}/api/v1/rules?type=alert")["data"]["groups"]
     loaded = {r["name"]: r for g in groups for r in g["rules"]}
