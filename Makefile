@@ -31,12 +31,7 @@ lab: setup
 	@echo "ssh in:    ssh -i /var/lib/rvm-lab/labs/$(LAB)/id_ed25519 -o UserKnownHostsFile=/var/lib/rvm-lab/labs/$(LAB)/known_hosts root@<address>"
 	@echo "or:        python3 lab/rvmlab.py shell --lab $(LAB) --host <name>"
 	@echo "journal:   python3 lab/rvmlab.py journal --lab $(LAB)"
-	@python3 lab/rvmlab.py list | awk -F'\t' '$$1 == "$(LAB)" {print $$3}' | tr ',' '\n' \
-	  | sed -n 's/^ *lab-monitor=//p' | while read -r ip; do \
-	  echo "Prometheus:   http://$$ip:9090   Alertmanager: http://$$ip:9093   (from this machine;"; \
-	  echo "              user admin, password: cat /var/lib/rvm-lab/labs/$(LAB)/secrets/monitoring-web-password)"; \
-	  echo "alerts sent:  python3 lab/rvmlab.py shell --lab $(LAB) --host lab-monitor -- tail /var/lib/lab-alert-receiver/alerts.jsonl"; \
-	done
+	@echo "alerts:    python3 lab/rvmlab.py shell --lab $(LAB) --host lab-monitor -- tail /var/lib/lab-alert-receiver/alerts.jsonl"
 	@echo "tear down: make lab-down"
 
 lab-down:
