@@ -7,13 +7,14 @@
 Runs on a converged lab (make lab, or a lab of your own). From the monitoring host, as
 Prometheus does, it scrapes the device's node exporter (9100) and rvm-tegrastats-exporter
 (9102) every --interval seconds for --minutes, and reads on the device, before and after,
-each exporter's CPU time (utime + stime of its main process in /proc/<pid>/stat, and its
-unit's CPUUsageNSec, which adds its children: tegrastats itself for the tegrastats
-exporter) and memory (VmRSS, and VmHWM, the peak). Prints a Markdown table: CPU seconds per
-hour, the same as % of one core, RSS and peak RSS in MiB, and the scrapes' median time.
+each exporter's CPU time (utime + stime in /proc/<pid>/stat) and memory (VmRSS, and VmHWM,
+the peak), and the same for its child processes (the tegrastats exporter's one long-lived
+tegrastats). Prints a Markdown table: CPU seconds per hour, the same as % of one core, RSS
+and peak RSS in MiB, the children's CPU and RSS, the scrapes' median time and size.
+(systemd's CPUUsageNSec would be simpler, but the lab's nspawn hosts have no CPU accounting.)
 
 In the lab, the tegrastats child is the simulation's Python stand-in (lab/roles/
-jetson_simulation), not NVIDIA's tegrastats: the unit column overstates what a Jetson pays.
+jetson_simulation), not NVIDIA's tegrastats: its columns say nothing about a Jetson.
 """
 
 from __future__ import annotations
@@ -35,24 +36,34 @@ EXPORTERS = {
     "rvm-tegrastats-exporter": ("rvm-tegrastats-exporter.service", 9102),
 }
 
-# Run on the device: per unit, its main process's CPU ticks and memory, and the unit's CPU.
+# Run on the device: per unit, its main process's and its children's CPU time and memory.
 _READ = """
 import json, os, subprocess
+
+def cpu_s(pid):
+    stat = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+def kib(pid, key):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
 out = {}
 for unit in %r:
-    show = dict(line.split("=", 1) for line in subprocess.run(
-        ["systemctl", "show", "-p", "MainPID", "-p", "CPUUsageNSec", unit],
-        capture_output=True, text=True, check=True).stdout.split())
-    pid = show["MainPID"]
-    stat = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
-    status = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines())
-    kib = lambda k: int(status[k].split()[0])
+    pid = subprocess.run(["systemctl", "show", "-p", "MainPID", "--value", unit],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    children = sorted({c for t in os.listdir(f"/proc/{pid}/task")
+                       for c in open(f"/proc/{pid}/task/{t}/children").read().split()})
     out[unit] = {
         "pid": int(pid),
-        "cpu_s": (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK"),
-        "unit_cpu_s": int(show["CPUUsageNSec"]) / 1e9 if show["CPUUsageNSec"].isdigit() else None,
-        "rss_kib": kib("VmRSS"),
-        "hwm_kib": kib("VmHWM"),
+        "cpu_s": cpu_s(pid),
+        "rss_kib": kib(pid, "VmRSS"),
+        "hwm_kib": kib(pid, "VmHWM"),
+        "children": children,
+        "children_cpu_s": sum(cpu_s(c) for c in children),
+        "children_rss_kib": sum(kib(c, "VmRSS") for c in children),
     }
 print(json.dumps(out))
 """
@@ -110,24 +121,21 @@ def main() -> int:
         f"{elapsed / 60:.1f} min ({len(scraped['took'][urls[0]])} scrapes each)\n"
     )
     print(
-        "| exporter | CPU s/h (process) | % of one core | CPU s/h (unit, with children) "
-        "| RSS MiB | peak RSS MiB | scrape median ms | response KiB |"
+        "| exporter | CPU s/h | % of one core | RSS MiB | peak RSS MiB "
+        "| children CPU s/h | children RSS MiB | scrape median ms | response KiB |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (name, (unit, _)), url in zip(EXPORTERS.items(), urls, strict=True):
         b, a = before[unit], after[unit]
-        if a["pid"] != b["pid"]:
-            sys.exit(f"{unit} restarted during the measurement (pid {b['pid']} -> {a['pid']})")
+        if a["pid"] != b["pid"] or a["children"] != b["children"]:
+            sys.exit(f"{unit} or a child restarted during the measurement: {b} -> {a}")
         per_hour = (a["cpu_s"] - b["cpu_s"]) * 3600 / elapsed
-        unit_per_hour = (
-            f"{(a['unit_cpu_s'] - b['unit_cpu_s']) * 3600 / elapsed:.1f}"
-            if a["unit_cpu_s"] is not None and b["unit_cpu_s"] is not None
-            else "n/a"
-        )
+        children_per_hour = (a["children_cpu_s"] - b["children_cpu_s"]) * 3600 / elapsed
         took = statistics.median(scraped["took"][url]) * 1000
         print(
-            f"| {name} | {per_hour:.1f} | {per_hour / 36:.3f} | {unit_per_hour} "
-            f"| {a['rss_kib'] / 1024:.1f} | {a['hwm_kib'] / 1024:.1f} | {took:.1f} "
+            f"| {name} | {per_hour:.1f} | {per_hour / 36:.3f} | {a['rss_kib'] / 1024:.1f} "
+            f"| {a['hwm_kib'] / 1024:.1f} | {children_per_hour:.1f} "
+            f"| {a['children_rss_kib'] / 1024:.1f} | {took:.1f} "
             f"| {scraped['size'][url] / 1024:.1f} |"
         )
     return 0

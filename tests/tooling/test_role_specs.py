@@ -52,7 +52,8 @@ def test_repository_roles_agree_with_their_specs() -> None:
     result = run(CHECK)
     assert result.returncode == 0, result.stderr
     # Every role of the repository is checked (a role added later counts too).
-    roles = [p for parent in ("roles", "lab/roles") for p in (REPO / parent).glob("*/meta/argument_specs.yml")]
+    specs = "*/meta/argument_specs.yml"
+    roles = [p for parent in ("roles", "lab/roles") for p in (REPO / parent).glob(specs)]
     assert len(roles) >= 8
     assert result.stdout.startswith(f"check_role_specs: OK, {len(roles)} roles")
 
