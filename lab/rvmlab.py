@@ -339,6 +339,9 @@ def create_host(state: dict, root: Path, n: int, name: str, groups: list[str], k
             f"--machine={host['machine']}",
             f"--hostname={name}",
             f"--network-namespace-path=/run/netns/{host['netns']}",
+            # The host's firewall (roles/base, nftables) is loaded into its own network
+            # namespace; nspawn grants CAP_NET_ADMIN only with a namespace it creates itself.
+            "--capability=CAP_NET_ADMIN",
             "--resolv-conf=copy-host",
             "--link-journal=no",
             "--console=passive",
