@@ -27,13 +27,22 @@ ssh = HOSTS.ssh
 DEVICE = HOSTS.groups["jetson"][0]
 LOG_HOST = HOSTS.groups["monitoring"][0]
 REMOTE_DIR = "/var/log/journal/remote"
-LOG_SERVICE = ["journal-remote-tls.service", "systemd-journal-remote.socket", "systemd-journal-remote.service"]
+LOG_SERVICE = [
+    "journal-remote-tls.service",
+    "systemd-journal-remote.socket",
+    "systemd-journal-remote.service",
+]
 TIMINGS = REPO / ".cache" / "fleet-timings.jsonl"
 UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 # Files under /var/log that logrotate rightly leaves alone: fixed-size databases indexed
 # by uid, apt's overwritten solver dump, and debootstrap's one-off log of the lab's image.
-NOT_ROTATED = {"/var/log/lastlog", "/var/log/faillog", "/var/log/apt/eipp.log.xz", "/var/log/bootstrap.log"}
+NOT_ROTATED = {
+    "/var/log/lastlog",
+    "/var/log/faillog",
+    "/var/log/apt/eipp.log.xz",
+    "/var/log/bootstrap.log",
+}
 
 
 def record_timing(what: str, seconds: float) -> None:
@@ -88,13 +97,19 @@ def test_every_file_log_is_rotated() -> None:
     for host in HOSTS.groups["all"]:
         assert ssh(host, "systemctl is-enabled logrotate.timer").stdout.strip() == "enabled", host
         files = set(
-            ssh(host, "find /var/log -path /var/log/journal -prune -o -type f -print").stdout.split()
+            ssh(
+                host, "find /var/log -path /var/log/journal -prune -o -type f -print"
+            ).stdout.split()
         )
         files = {f for f in files if not re.search(r"\.\d+(\.gz|\.xz)?$", f)} - NOT_ROTATED
         debug = ssh(host, "logrotate --debug /etc/logrotate.conf 2>&1").stdout
         patterns = re.findall(r"^considering log (\S+)$", debug, re.M)
-        covered = ssh(host, "ls -d " + " ".join(patterns) + " 2>/dev/null", check=False).stdout.split()
-        assert files <= set(covered), f"{host}: no logrotate rule for {sorted(files - set(covered))}"
+        covered = ssh(
+            host, "ls -d " + " ".join(patterns) + " 2>/dev/null", check=False
+        ).stdout.split()
+        assert files <= set(covered), (
+            f"{host}: no logrotate rule for {sorted(files - set(covered))}"
+        )
 
 
 def test_a_flood_of_ten_times_the_cap_stays_within_it() -> None:
@@ -109,7 +124,8 @@ def test_a_flood_of_ten_times_the_cap_stays_within_it() -> None:
     # The unit waits for its last line to be stored: lines journald reads after a unit has
     # stopped fall back to the default rate limit (and are dropped beyond its burst).
     flood = (
-        f"head -c {lines * (line - 1) * 3 // 4} /dev/urandom | base64 -w {line - 1}; echo flood-end;"
+        f"head -c {lines * (line - 1) * 3 // 4} /dev/urandom | base64 -w {line - 1};"
+        " echo flood-end;"
         f" until journalctl _SYSTEMD_UNIT={unit} -n 1 -o cat | grep -qx flood-end; do sleep 1; done"
     )
     ssh(
@@ -121,7 +137,10 @@ def test_a_flood_of_ten_times_the_cap_stays_within_it() -> None:
     stored_s = time.monotonic() - start
     written = seqnum(DEVICE) - before
     usage = disk_usage(DEVICE)
-    record_timing(f"log flood of {lines * line / cap:.0f}x the journal cap ({lines} lines) in the journal", stored_s)
+    record_timing(
+        f"log flood of {lines * line / cap:.0f}x the journal cap ({lines} lines) in the journal",
+        stored_s,
+    )
     print(
         f"flood: {written} entries ({lines * line} bytes of lines) in the journal after"
         f" {stored_s:.1f}s; journal {usage} of cap {cap}"
@@ -184,12 +203,15 @@ def test_marker_lines_logged_during_a_log_host_outage_all_arrive_once() -> None:
         lines = "\n".join(markers)
         ssh(
             DEVICE,
-            f"printf '%s\\n' {shlex.quote(lines)} | while read -r l; do echo \"$l\"; sleep 0.05; done"
-            f" | systemd-cat -t {tag}",
+            f"printf '%s\\n' {shlex.quote(lines)}"
+            f' | while read -r l; do echo "$l"; sleep 0.05; done | systemd-cat -t {tag}',
         )
         # The upload has met the outage (and keeps retrying) before the log host returns.
         deadline = time.monotonic() + 60
-        while int(ssh(DEVICE, "systemctl show -P NRestarts systemd-journal-upload").stdout) <= uploads_before:
+        while (
+            int(ssh(DEVICE, "systemctl show -P NRestarts systemd-journal-upload").stdout)
+            <= uploads_before
+        ):
             assert time.monotonic() < deadline, "journal-upload never noticed the log host was down"
             time.sleep(2)
         assert central_lines(tag) == [], "markers reached the log host while it was down"
@@ -219,9 +241,11 @@ ctx = ssl.create_default_context(cafile="/etc/ssl/journal-upload/ca.pem")
 cert = {client_cert!r}
 if cert:
     ctx.load_cert_chain(cert + ".pem", cert + ".key")
-c = http.client.HTTPSConnection({HOSTS.hostvars[LOG_HOST]["ansible_host"]!r}, 19532, context=ctx, timeout=10)
+host = {HOSTS.hostvars[LOG_HOST]["ansible_host"]!r}
+c = http.client.HTTPSConnection(host, 19532, context=ctx, timeout=10)
 try:
-    c.request("POST", "/upload", body=b"", headers={{"Content-Type": "application/vnd.fdo.journal"}})
+    headers = {{"Content-Type": "application/vnd.fdo.journal"}}
+    c.request("POST", "/upload", body=b"", headers=headers)
     print(c.getresponse().status)
 except (ssl.SSLError, OSError) as e:
     print("refused", type(e).__name__, e)
@@ -236,8 +260,11 @@ def test_the_upload_is_tls_verified_both_ways() -> None:
         "cd /tmp && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
         f" -keyout rogue.key -out rogue.pem -subj /CN={DEVICE} -days 1 2>/dev/null",
     )
-    ssh(DEVICE, "install -m 0600 /etc/ssl/journal-upload/client.key /tmp/fleet.key && "
-        "cp /etc/ssl/journal-upload/client.pem /tmp/fleet.pem")
+    ssh(
+        DEVICE,
+        "install -m 0600 /etc/ssl/journal-upload/client.key /tmp/fleet.key && "
+        "cp /etc/ssl/journal-upload/client.pem /tmp/fleet.pem",
+    )
     try:
         signed = _post_upload("/tmp/fleet")
         without = _post_upload("")
@@ -275,8 +302,8 @@ def test_the_central_store_is_vacuumed_to_its_cap() -> None:
     ]
     ssh(
         LOG_HOST,
-        f"for n in {' '.join(names)}; do install -o systemd-journal-remote -g systemd-journal-remote"
-        f" -m 0640 {sample} $n; done; rm {sample}",
+        f"for n in {' '.join(names)}; do install -m 0640 -o systemd-journal-remote"
+        f" -g systemd-journal-remote {sample} $n; done; rm {sample}",
         timeout=120,
     )
     start = time.monotonic()
@@ -288,5 +315,8 @@ def test_the_central_store_is_vacuumed_to_its_cap() -> None:
 
     while (now := archived_bytes()) > cap and time.monotonic() < deadline:
         time.sleep(5)
-    print(f"central store: {copies} x {size} bytes archived -> {now} within {time.monotonic() - start:.0f}s (cap {cap})")
+    took = time.monotonic() - start
+    print(
+        f"central store: {copies} x {size} bytes archived -> {now} within {took:.0f}s (cap {cap})"
+    )
     assert now <= cap, f"{LOG_HOST}: archived journals take {now} bytes, over the cap of {cap}"
