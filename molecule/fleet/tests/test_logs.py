@@ -320,3 +320,18 @@ def test_the_central_store_is_vacuumed_to_its_cap() -> None:
         f"central store: {copies} x {size} bytes archived -> {now} within {took:.0f}s (cap {cap})"
     )
     assert now <= cap, f"{LOG_HOST}: archived journals take {now} bytes, over the cap of {cap}"
+
+
+def test_the_upload_port_is_open_to_the_devices_only() -> None:
+    """19532 on the log host answers a device, not another host of the fleet."""
+    address = HOSTS.hostvars[LOG_HOST]["ansible_host"]
+    code = (
+        "import socket\n"
+        "try:\n"
+        f" socket.create_connection(({address!r}, 19532), timeout=5).close(); print('open')\n"
+        "except OSError as e:\n print('closed', e)"
+    )
+    assert HOSTS.py(DEVICE, code).strip() == "open"
+    for other in HOSTS.groups.get("platform", []):
+        answer = HOSTS.py(other, code).strip()
+        assert answer.startswith("closed"), f"{other} reaches {LOG_HOST}:19532: {answer}"
