@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "lab"))
-from labtools import LabHosts  # noqa: E402
+from labtools import LAB_PLAY, LabHosts, playbook  # noqa: E402
 
 INVENTORY_FILE = Path(os.environ["MOLECULE_INVENTORY_FILE"])
 HOSTS = LabHosts(INVENTORY_FILE)
@@ -335,3 +335,11 @@ def test_the_upload_port_is_open_to_the_devices_only() -> None:
     for other in HOSTS.groups.get("platform", []):
         answer = HOSTS.py(other, code).strip()
         assert answer.startswith("closed"), f"{other} reaches {LOG_HOST}:19532: {answer}"
+
+
+def test_a_missing_certificate_stops_the_run_naming_the_variable() -> None:
+    """Preflight: a role without its certificate or key fails before it changes anything."""
+    for var in ("journal_upload_client_key", "journal_remote_server_cert"):
+        run = playbook(LAB_PLAY, INVENTORY_FILE.parent, "--tags", "logs", "-e", f"{var}=")
+        assert not run.ok, f"the run went through with {var} empty"
+        assert f"{var} is empty or not PEM" in run.text, run.text[-2000:]
