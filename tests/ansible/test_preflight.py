@@ -64,6 +64,14 @@ def site(tmp_path: Path, **extra_vars: object) -> Run:
             {"base_ntp_pools": [], "base_ntp_servers": []},
             "Set base_ntp_pools or base_ntp_servers",
         ),
+        (
+            {"base_firewall_ssh_sources": []},
+            "base_firewall_enabled is true but base_firewall_ssh_sources is empty",
+        ),
+        (
+            {"base_firewall_ssh_sources": ["10.40.0.0/24", "bastion.example.com", "10.40.0.0/33"]},
+            "entries that are not an IPv4/IPv6 address or CIDR: bastion.example.com, 10.40.0.0/33.",
+        ),
     ],
 )
 def test_bad_value_fails_in_preflight_with_its_name(tmp_path, variables, expected):

@@ -8,17 +8,20 @@ timeout from another lab host, as an attacker on the same network, or Prometheus
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "lab"))
-from labtools import LabHosts  # noqa: E402
+from labtools import LAB_PLAY, LabHosts, playbook  # noqa: E402
 
 INVENTORY_FILE = Path(os.environ["MOLECULE_INVENTORY_FILE"])
 HOSTS = LabHosts(INVENTORY_FILE)
@@ -185,3 +188,65 @@ def test_platform_edge_api_is_open_to_devices_only():
     port = 8000
     assert probe(DEVICES[0], PLATFORM, [port])[port] == "open"
     assert probe(MONITOR, PLATFORM, [port])[port] == "timeout"
+
+
+# --- bad input: the preflight stops the run and names what to fix ----------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--tags", "base_firewall", "-e", '{"base_firewall_ssh_sources": []}'],
+            "base_firewall_enabled is true but base_firewall_ssh_sources is empty",
+        ),
+        (
+            ["--tags", "base_firewall", "-e",
+             '{"base_firewall_ssh_sources": ["10.213.0.0/16", "ops.example.com", "10.1.2.300"]}'],
+            "entries that are not an IPv4/IPv6 address or CIDR: ops.example.com, 10.1.2.300.",
+        ),
+        (
+            ["--tags", "monitoring_agent", "-e", "monitoring_address="],
+            "fleet-monitor has no address",
+        ),
+        (
+            ["--tags", "monitoring_agent", "-e", "monitoring_address=prometheus.example.com"],
+            "fleet-monitor has prometheus.example.com, which is not an IP address",
+        ),
+    ],
+    ids=["ssh-sources-empty", "ssh-source-not-an-address", "monitor-no-address",
+         "monitor-host-name"],
+)  # fmt: skip
+def test_bad_input_stops_the_run_naming_it(args: list[str], expected: str) -> None:
+    rules = HOSTS.ssh(DEVICES[0], "nft list ruleset").stdout
+    proc = playbook(LAB_PLAY, INVENTORY_FILE.parent, "--limit", f"{DEVICES[0]},{MONITOR}", *args)
+    assert proc.returncode != 0
+    assert expected in re.sub(r"\s+", " ", proc.stdout), proc.stdout[-4000:]
+    # Stopped before anything changed: the loaded firewall is the one from before.
+    assert HOSTS.ssh(DEVICES[0], "nft list ruleset").stdout == rules
+
+
+def test_without_a_monitoring_group_nothing_is_opened(tmp_path: Path) -> None:
+    """A fleet without group monitoring converges, says monitoring is off, opens nothing."""
+    device = DEVICES[0]
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    (inventory / "group_vars").symlink_to(INVENTORY_FILE.parent / "group_vars")
+    without = yaml.safe_load(INVENTORY_FILE.read_text())
+    del without["all"]["children"]["monitoring"]
+    (inventory / "hosts.yml").write_text(json.dumps(without))
+    try:
+        proc = playbook(LAB_PLAY, inventory, "--limit", device, "--tags", "monitoring_agent")
+        assert proc.ok, proc.stdout[-4000:]
+        assert f"{device}: the inventory has no host in group monitoring, so monitoring is off" in (
+            re.sub(r"\s+", " ", proc.stdout)
+        )
+        closed = {NODE: "timeout", TEGRASTATS: "timeout"}
+        assert probe(MONITOR, device, [NODE, TEGRASTATS]) == closed
+        assert "monitoring_agent.nft" not in HOSTS.ssh(device, "ls /etc/nftables.d").stdout.split()
+    finally:
+        again = playbook(
+            LAB_PLAY, INVENTORY_FILE.parent, "--limit", device, "--tags", "monitoring_agent"
+        )
+        assert again.ok, again.stdout[-4000:]
+    assert probe(MONITOR, device, [NODE, TEGRASTATS]) == {NODE: "open", TEGRASTATS: "open"}
