@@ -130,6 +130,9 @@ def test_release_1_runs_on_every_device() -> None:
         record = json.loads(ssh(h, f"cat {ROOT}/current/release.json").stdout)
         assert record["release_id"] == STATE["r1"]
         assert record["models"][0]["sha256"] in record["models"][0]["path"]
+        # The release's console scripts work from its final path (built under another).
+        for script in ("rvm-detector", "rvm-tegrastats-exporter"):
+            assert ssh(h, f"{ROOT}/current/venv/bin/{script} --help", check=False).returncode == 0
 
 
 def test_service_is_sandboxed_and_not_root() -> None:
