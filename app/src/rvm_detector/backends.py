@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -132,8 +134,45 @@ def _json_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     return meta
 
 
+@dataclass(frozen=True)
+class TensorInfo:
+    """One of an engine's named I/O tensors, as TensorRT 10 describes it."""
+
+    name: str
+    is_input: bool
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def select_bindings(tensors: Sequence[TensorInfo], path: Path) -> tuple[TensorInfo, TensorInfo]:
+    """The image input and the detection output of a YOLO engine.
+
+    One input; the output Ultralytics names `output0`, else the first output. Shapes must
+    be fixed: the buffers are allocated once, before the first frame.
+    """
+    inputs = [t for t in tensors if t.is_input]
+    outputs = [t for t in tensors if not t.is_input]
+    if len(inputs) != 1 or not outputs:
+        raise ModelError(
+            f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; a YOLO detection "
+            "engine has exactly one image input and a detection output"
+        )
+    output = next((t for t in outputs if t.name == "output0"), outputs[0])
+    for t in (inputs[0], output):
+        if not t.shape or min(t.shape) < 0:
+            raise ModelError(
+                f"{path}: tensor {t.name!r} has dynamic shape {list(t.shape)}; build the "
+                "engine with a fixed input size (trtexec --shapes=images:1x3xHxW)"
+            )
+    return inputs[0], output
+
+
 class TensorRTBackend:
-    """A serialized TensorRT engine (TensorRT 10 tensor API), fixed input shape."""
+    """A serialized TensorRT engine on the TensorRT 10 API: named I/O tensors, device buffers
+    bound with set_tensor_address, execute_async_v3 on one CUDA stream (NVIDIA's
+    "Python API: Performing Inference"). Only these calls need a GPU; everything around
+    them (header, binding choice) is plain Python tested with fakes.
+    """
 
     def __init__(self, path: Path) -> None:
         import tensorrt as trt
@@ -153,27 +192,31 @@ class TensorRTBackend:
                 "version and GPU they were built for; rebuild it on this device"
             )
         self._context = self._engine.create_execution_context()
-        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or not outputs:
-            raise ModelError(f"{path} must have one input and at least one output")
-        self.input_shape = tuple(self._engine.get_tensor_shape(inputs[0]))
-        self.output_shape = tuple(self._engine.get_tensor_shape(outputs[0]))
-        if min(self.input_shape) < 0 or min(self.output_shape) < 0:
-            raise ModelError(f"{path} has dynamic shapes; build the engine with a fixed input size")
-        self.input_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(inputs[0])))
-        self._out_host = np.empty(
-            self.output_shape, trt.nptype(self._engine.get_tensor_dtype(outputs[0]))
-        )
+        tensors = []
+        for i in range(self._engine.num_io_tensors):
+            name = self._engine.get_tensor_name(i)
+            tensors.append(
+                TensorInfo(
+                    name,
+                    self._engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                    tuple(self._engine.get_tensor_shape(name)),
+                    np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))),
+                )
+            )
+        inp, out = select_bindings(tensors, path)
+        self.input_shape, self.output_shape = inp.shape, out.shape
+        self.input_dtype = inp.dtype
+        self._out_host = np.empty(out.shape, out.dtype)
         self._stream = self._check(cudart.cudaStreamCreate())
-        self._buffers = {}
-        for n in names:
-            dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(n)))
-            nbytes = int(np.prod(self._engine.get_tensor_shape(n))) * dtype.itemsize
-            self._buffers[n] = (self._check(cudart.cudaMalloc(nbytes)), nbytes)
-            self._context.set_tensor_address(n, self._buffers[n][0])
-        self._input, self._output = inputs[0], outputs[0]
+        # Every I/O tensor needs an address, also outputs this backend does not read.
+        self._buffers: dict[str, tuple[int, int]] = {}
+        for t in tensors:
+            if min(t.shape) < 0:
+                raise ModelError(f"{path}: tensor {t.name!r} has dynamic shape {list(t.shape)}")
+            nbytes = int(np.prod(t.shape)) * t.dtype.itemsize
+            self._buffers[t.name] = (self._check(cudart.cudaMalloc(nbytes)), nbytes)
+            self._context.set_tensor_address(t.name, self._buffers[t.name][0])
+        self._input, self._output = inp.name, out.name
         self.name = "tensorrt"
 
     def _check(self, result: tuple[Any, ...]) -> Any:

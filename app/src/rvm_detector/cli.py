@@ -1,4 +1,4 @@
-"""`rvm-detector`: check-config, run, detect, bench, spool.
+"""`rvm-detector`: check-config, run, detect, gate, bench, spool.
 
 Exit codes: 0 ok, 1 the work failed (e.g. an unreadable image), 2 bad input
 (configuration, model file, arguments).
@@ -93,6 +93,35 @@ def _detect(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _gate(args: argparse.Namespace) -> int:
+    from rvm_detector.gate import run_gate
+
+    try:
+        result = run_gate(
+            args.onnx, args.engine, args.frames, args.min_iou, args.min_recall, args.conf
+        )
+    except (ModelError, FileNotFoundError, ValueError) as e:
+        # The role records this as the gate's reason: the engine is not used.
+        reason = f"the gate could not compare the models: {e}"
+        if args.json:
+            print(json.dumps({"passed": False, "reason": reason}))
+        else:
+            print(f"error: {reason}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        verdict = "PASSED" if result.passed else "FAILED"
+        print(f"gate {verdict}: {result.reason}")
+        print(
+            f"  {result.frames} frames, {result.reference_detections} ONNX / "
+            f"{result.candidate_detections} engine detections, {result.matched} matched; "
+            f"mean IoU {result.mean_iou}, confidence drift mean {result.mean_confidence_delta} "
+            f"max {result.max_confidence_delta}"
+        )
+    return 0 if result.passed else 1
+
+
 def _bench(args: argparse.Namespace) -> int:
     from rvm_detector.bench import run_bench
 
@@ -136,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
         "model directories (e.g. models/)",
     )
     p.set_defaults(func=_detect)
+
+    p = sub.add_parser(
+        "gate",
+        help="check a TensorRT engine against its ONNX model on check frames "
+        "(exit 0 passed, 1 failed, 2 could not compare)",
+    )
+    p.add_argument("--onnx", type=Path, required=True, help="the ONNX model (the reference)")
+    p.add_argument("--engine", type=Path, required=True, help="the TensorRT engine built from it")
+    p.add_argument("--frames", type=Path, required=True, help="directory of check frames")
+    p.add_argument("--min-iou", type=float, default=0.9, help="IoU a matched box needs")
+    p.add_argument(
+        "--min-recall", type=float, default=0.98, help="share of detections that must match"
+    )
+    p.add_argument("--conf", type=float, default=0.25, help="confidence threshold of both")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=_gate)
 
     p = sub.add_parser("bench", help="latency of raw inference vs end-to-end detect")
     _model_args(p)

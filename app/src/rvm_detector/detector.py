@@ -97,6 +97,10 @@ def sha256_file(path: Path) -> str:
 
 def _read_manifest(model_path: Path) -> dict[str, Any]:
     manifest = model_path.parent / "manifest.json"
+    if not manifest.is_file() and model_path.parent.parent.name == "engines":
+        # An engine built on the device: <sha256>/engines/<key>/model.engine beside the
+        # ONNX model's <sha256>/manifest.json (a trtexec plan carries no class names).
+        manifest = model_path.parents[2] / "manifest.json"
     if not manifest.is_file():
         return {}
     try:
