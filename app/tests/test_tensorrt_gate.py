@@ -5,8 +5,10 @@ cuda-python: the real calls cannot run here, so these check what is called, in o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
+import tarfile
 import types
 from pathlib import Path
 
@@ -93,9 +95,21 @@ def test_frames_without_detections_prove_nothing() -> None:
     assert not compare([]).passed
 
 
-def test_check_frames_ship_with_the_model_and_hold_objects() -> None:
+@pytest.fixture(scope="module")
+def check_frames(tmp_path_factory) -> Path:
+    """The model's check frames, unpacked as the role does on the device."""
     manifest = json.loads((MODEL / "manifest.json").read_text())
-    frames = list_frames(MODEL / manifest["check_frames"]["dir"])
+    archive = MODEL / manifest["check_frames"]["archive"]
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == manifest["check_frames"]["sha256"]
+    out = tmp_path_factory.mktemp("check_frames")
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="data")
+    return out
+
+
+def test_check_frames_ship_with_the_model_and_hold_objects(check_frames: Path) -> None:
+    manifest = json.loads((MODEL / "manifest.json").read_text())
+    frames = list_frames(check_frames)
     assert len(frames) == manifest["check_frames"]["count"] >= 20
     import cv2
     from rvm_detector.detector import load_detector
@@ -106,12 +120,14 @@ def test_check_frames_ship_with_the_model_and_hold_objects() -> None:
     assert result.passed and result.reference_detections >= 20
 
 
-def test_gate_cli_says_why_when_the_engine_cannot_load(tmp_path: Path, capsys) -> None:
+def test_gate_cli_says_why_when_the_engine_cannot_load(
+    tmp_path: Path, capsys, check_frames: Path
+) -> None:
     # What the lab's devices see: a plan file, and no TensorRT to load it with.
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"JETSON SIMULATION plan")
     argv = ["gate", "--onnx", str(MODEL / "model.onnx"), "--engine", str(engine)]
-    rc = cli.main([*argv, "--frames", str(MODEL / "check_frames"), "--json"])
+    rc = cli.main([*argv, "--frames", str(check_frames), "--json"])
     assert rc == 2
     out = json.loads(capsys.readouterr().out)
     assert out["passed"] is False

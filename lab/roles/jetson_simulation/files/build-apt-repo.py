@@ -66,6 +66,8 @@ def build_deb(pkg: dict, pool: Path) -> Path:
             target = root / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)
+            if "/bin/" in path:  # a stand-in tool (trtexec) must run
+                target.chmod(0o755)
         control = root / "DEBIAN/control"
         control.parent.mkdir()
         fields = {
