@@ -131,6 +131,9 @@ def test_model_is_placed_verified_and_current(host):
     facts = local_fact(host, "tensorrt_engine")
     assert facts["backend"] == "onnxruntime"  # the simulated TensorRT must not be chosen
     assert facts["models"]["deposit-yolo11n"]["path"] == f"{MODELS_DIR}/{MODEL_SHA}/model.onnx"
+    # The gate's input, unpacked beside the model.
+    frames = host.file(f"{MODELS_DIR}/{MODEL_SHA}/check_frames/val_00000.jpg")
+    assert frames.is_file and frames.size > 0
 
 
 def test_plain_host_skipped_the_hardware_steps(host):
@@ -238,3 +241,185 @@ def test_unknown_power_mode_and_release_are_refused(host):
     )  # fmt: skip
     assert proc.returncode != 0
     assert "which is L4T R36 (36.4.3); supported are R35" in proc.text
+
+
+# --- TensorRT engines: built on the device by the simulated trtexec -----------------------
+
+ENGINES = f"{MODELS_DIR}/{MODEL_SHA}/engines"
+TRT_CALLS = "/var/lib/jetson-simulation/trtexec-calls.jsonl"
+TRT_MODE = "/etc/jetson-simulation/trtexec-mode"
+
+
+def trt_calls(host) -> list[dict]:
+    text = host.file(TRT_CALLS).content_string if host.file(TRT_CALLS).exists else ""
+    return [json.loads(line) for line in text.splitlines() if line]
+
+
+def engine_fact(host) -> dict:
+    return local_fact(host, "tensorrt_engine")["models"]["deposit-yolo11n"]
+
+
+def engine_keys(host) -> list[str]:
+    return sorted(host.check_output(f"ls -A {ENGINES}").split())
+
+
+def build(*extra: str) -> Run:
+    """The models role's build step alone (preflight and facts always run)."""
+    return playbook(
+        "-l", "jsim-01", "-e", "role_under_test=tensorrt_engine", "--tags", "tensorrt_engine_build",
+        *extra,
+    )  # fmt: skip
+
+
+def test_engine_built_on_the_device_under_its_key(host):
+    if not is_sim(host):
+        fact = engine_fact(host)
+        assert (
+            fact["backend"] == "onnxruntime"
+            and fact["engine"]["reason"] == "no engine: not a Jetson"
+        )
+        assert not host.file(ENGINES).exists
+        return
+    keys = [k for k in engine_keys(host) if not k.startswith(".")]
+    assert len(keys) == 1 and keys[0].startswith("trt10.3.0.30-t234-sm87-fp16-"), keys
+    key = json.loads(host.file(f"{ENGINES}/{keys[0]}/key.json").content_string)
+    assert key["onnx_sha256"] == MODEL_SHA and key["tensorrt"] == "10.3.0.30"
+    assert key["soc"] == "t234" and key["compute_capability"] == "8.7"
+    assert key["precision"] == "fp16" and key["inputs"] == {"images": [1, 3, 256, 256]}
+    assert "--fp16" in key["builder_options"]
+    assert host.file(f"{ENGINES}/{keys[0]}/model.engine").size > 0
+    # trtexec wrote into a temporary directory that was renamed into place.
+    call = trt_calls(host)[0]
+    assert any(a.startswith(f"--saveEngine={ENGINES}/.build-{keys[0]}-") for a in call["argv"])
+    cache = "/opt/rvm-detector/models/.timing-cache/trt10.3.0.30-t234-sm87.cache"
+    assert f"--timingCacheFile={cache}" in call["argv"] and host.file(cache).exists
+    assert "tensorrt-engine-build" in host.check_output(
+        "journalctl -t tensorrt-engine-build -n 5 --no-pager"
+    )
+    # No detector here to gate it: the engine waits, the model stays on ONNX Runtime.
+    fact = engine_fact(host)
+    assert fact["backend"] == "onnxruntime"
+    assert fact["path"] == f"{MODELS_DIR}/{MODEL_SHA}/model.onnx"
+    assert fact["engine"]["reason"].startswith("gate pending: no detector installed to run it")
+
+
+def test_engine_is_reused_on_the_next_run(host):
+    if not is_sim(host):
+        pytest.skip("simulated Jetson only")
+    before = len(trt_calls(host))
+    proc = build()
+    assert proc.returncode == 0, proc.stdout
+    assert "changed=0" in proc.stdout
+    assert len(trt_calls(host)) == before  # trtexec not run again
+
+
+def test_failed_build_leaves_onnx_and_is_not_retried_every_run(host):
+    if not is_sim(host):
+        pytest.skip("simulated Jetson only")
+    # Another builder option is another key: the existing engine must stay untouched.
+    other = ["-e", '{"tensorrt_engine_builder_options": ["--builderOptimizationLevel=2"]}']
+    old = engine_keys(host)
+    try:
+        host.run(f"echo fail > {TRT_MODE}")
+        proc = build(*other)
+        assert proc.returncode == 0, proc.stdout  # the host goes on, on ONNX Runtime
+        fact = engine_fact(host)
+        assert fact["backend"] == "onnxruntime" and fact["engine"]["status"] == "failed"
+        assert "trtexec exited 1" in fact["engine"]["reason"]
+        assert "JETSON SIMULATION: told to fail" in fact["engine"]["reason"]
+        assert "deposit-yolo11n: onnxruntime: trtexec exited 1" in proc.text
+        calls = len(trt_calls(host))
+        again = build(*other)
+        assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout
+        assert len(trt_calls(host)) == calls
+        assert (
+            "not retried: set tensorrt_engine_retry_failed" in engine_fact(host)["engine"]["reason"]
+        )
+
+        host.run(f"echo hang > {TRT_MODE}")
+        proc = build(
+            *other,
+            "-e",
+            '{"tensorrt_engine_retry_failed": true, "tensorrt_engine_build_timeout_s": 3}',
+        )
+        assert proc.returncode == 0, proc.stdout
+        assert "did not finish within 3s and was killed" in engine_fact(host)["engine"]["reason"]
+        assert host.run("pgrep -f /usr/src/tensorrt/bin/trtexec").rc == 1  # nothing left running
+    finally:
+        host.run(f"rm -f {TRT_MODE}")
+    failed = [k for k in engine_keys(host) if k not in old]
+    # Only the failure record: no engine, no half-written directory under any key.
+    assert len(failed) == 1 and failed[0].startswith(".failed-trt10.3.0.30-t234-sm87-fp16-"), failed
+    host.run(f"rm -f {ENGINES}/{failed[0]}")
+
+
+def test_int8_without_calibration_and_a_missing_tensorrt_stop_in_preflight(host, tmp_path):
+    if not is_sim(host):
+        pytest.skip("simulated Jetson only")
+    models = json.dumps(
+        {"tensorrt_engine_models": [{"name": "deposit-yolo11n", "precision": "int8"}]}
+    )
+    proc = build("-e", models)
+    assert proc.returncode != 0
+    assert "jsim-01: model deposit-yolo11n asks for precision int8" in proc.text
+    assert "no int8_qdq" in proc.text
+    fact = tmp_path / "jetpack.fact"
+    fact.write_text(json.dumps({"is_jetson": True, "soc": "t234", "tensorrt_version": ""}))
+    host.run(f"""printf '%s' '{fact.read_text()}' > /tmp/jetpack.fact.bad""")
+    proc = build("-e", '{"tensorrt_engine_jetpack_fact": "/tmp/jetpack.fact.bad"}')
+    host.run("rm -f /tmp/jetpack.fact.bad")
+    assert proc.returncode != 0
+    assert "jsim-01: engines are asked for (deposit-yolo11n) but the device" in proc.text
+    assert "reports no TensorRT version" in proc.text
+
+
+def test_tensorrt_upgrade_builds_anew_and_keeps_the_engine_a_release_uses(host):
+    if not is_sim(host):
+        pytest.skip("simulated Jetson only")
+    old = [k for k in engine_keys(host) if not k.startswith(".")]
+    assert len(old) == 1
+    protect = {"tensorrt_engine_protect_engines": [f"{ENGINES}/{old[0]}/model.engine"]}
+    upgraded = [
+        {**p, "version": p["version"].replace("10.3.0.30", "10.7.0.23")}
+        for p in yaml.safe_load((REPO / "roles/jetpack/defaults/main.yml").read_text())[
+            "jetpack_packages"
+        ]
+    ]
+    converge = Path(__file__).parents[1] / "converge.yml"
+    inventory = Path(os.environ["MOLECULE_INVENTORY_FILE"]).parent
+    tags = "jetson_simulation,jetpack_packages,tensorrt_engine_build"
+
+    def upgrade_to(packages: list[dict] | None) -> Run:
+        extra = {**protect, **({"jetpack_packages": packages} if packages else {})}
+        return run_playbook(
+            converge,
+            inventory,
+            "-l",
+            "jsim-01",
+            "--tags",
+            tags,
+            "-e",
+            json.dumps(extra),
+            timeout=300,
+        )
+
+    try:
+        proc = upgrade_to(upgraded)
+        assert proc.returncode == 0, proc.stdout
+        assert local_fact(host, "jetpack")["tensorrt_version"] == "10.7.0.23"
+        assert trt_calls(host)[-1]["tensorrt"] == "10.7.0.23"  # the upgraded trtexec built it
+        keys = [k for k in engine_keys(host) if not k.startswith(".")]
+        new = [k for k in keys if k.startswith("trt10.7.0.23-t234-sm87-fp16-")]
+        assert len(new) == 1 and old[0] in keys  # the old engine stays for its release
+        assert host.file(
+            "/opt/rvm-detector/models/.timing-cache/trt10.7.0.23-t234-sm87.cache"
+        ).exists
+        assert engine_fact(host)["engine"]["key"] == new[0]
+    finally:
+        back = upgrade_to(None)  # JetPack back to the pinned 10.3: its engine is reused
+    assert back.returncode == 0, back.stdout
+    assert engine_fact(host)["engine"]["key"] == old[0]
+    assert engine_fact(host)["engine"]["status"] == "present"
+    assert "Build (or reuse) the engine of deposit-yolo11n" in back.stdout
+    # The 10.7 engine: no kept release names it, so it is gone.
+    assert [k for k in engine_keys(host) if not k.startswith(".")] == old
