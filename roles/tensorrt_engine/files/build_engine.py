@@ -117,6 +117,15 @@ def run_trtexec(argv: list[str], log: Path, timeout: float) -> tuple[int | None,
     return code, log.read_text(errors="replace")
 
 
+def failure_reason(record: dict) -> str:
+    # The same words on the run that failed and on every later one: the host's record of
+    # the engine must not change while nothing does.
+    return (
+        f"{record.get('reason', 'failed')} (build of {record.get('when', '?')}; later runs do "
+        "not retry it: set tensorrt_engine_retry_failed to build again)"
+    )
+
+
 def build(args: argparse.Namespace, flags: list[str]) -> dict:
     engines = Path(args.engines)
     final = engines / args.key
@@ -128,8 +137,7 @@ def build(args: argparse.Namespace, flags: list[str]) -> dict:
     record = read_json(failed)
     if record and not args.retry_failed:
         return {"status": "failed", "changed": False, "engine": "", "gate": None,
-                "reason": f"{record.get('reason', 'failed')} (recorded {record.get('when', '?')};"
-                " not retried: set tensorrt_engine_retry_failed to build again)"}  # fmt: skip
+                "reason": failure_reason(record)}  # fmt: skip
     if args.check:
         return {"status": "would-build", "changed": True, "engine": str(engine), "reason": "",
                 "gate": None}  # fmt: skip
@@ -165,9 +173,10 @@ def build(args: argparse.Namespace, flags: list[str]) -> dict:
         reason = ""
     if reason:
         shutil.rmtree(tmp, ignore_errors=True)
-        write_json(failed, {"reason": reason, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                   time.gmtime()), "argv": argv, "log_tail": output[-4000:]})  # fmt: skip
-        return {"status": "failed", "changed": True, "engine": "", "reason": reason,
+        record = {"reason": reason, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "argv": argv, "log_tail": output[-4000:]}  # fmt: skip
+        write_json(failed, record)
+        return {"status": "failed", "changed": True, "engine": "", "reason": failure_reason(record),
                 "seconds": seconds, "gate": None}  # fmt: skip
     describe = json.loads(args.describe)
     write_json(tmp / "key.json", {**describe, "key": args.key, "trtexec": argv,
