@@ -75,12 +75,28 @@ def tail(text: str, lines: int = 8) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
 
 
+def to_journal(journal: subprocess.Popen | None, chunk: bytes) -> subprocess.Popen | None:
+    """Copy to the journal; a journal that went away never stops a build."""
+    if journal is None or journal.stdin is None:
+        return None
+    try:
+        journal.stdin.write(chunk)
+        journal.stdin.flush()
+    except OSError:
+        journal.kill()
+        return None
+    return journal
+
+
 def run_trtexec(argv: list[str], log: Path, timeout: float) -> tuple[int | None, str]:
     """Run trtexec in its own process group; (exit code or None on timeout, output)."""
     journal = None
     if shutil.which("systemd-cat"):
         journal = subprocess.Popen(
-            ["systemd-cat", f"--identifier={JOURNAL_ID}"], stdin=subprocess.PIPE
+            ["systemd-cat", f"--identifier={JOURNAL_ID}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -94,8 +110,7 @@ def run_trtexec(argv: list[str], log: Path, timeout: float) -> tuple[int | None,
             chunk = proc.stdout.read()
             if chunk:
                 out.write(chunk)
-                if journal and journal.stdin:
-                    journal.stdin.write(chunk)
+                journal = to_journal(journal, chunk)
             code = proc.poll()
             if code is not None:
                 rest = proc.stdout.read() or b""
@@ -111,9 +126,11 @@ def run_trtexec(argv: list[str], log: Path, timeout: float) -> tuple[int | None,
                 code = None
                 break
             time.sleep(0.2)
-    if journal and journal.stdin:
-        journal.stdin.close()
-        journal.wait()
+    if journal is not None:
+        try:
+            journal.communicate(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            journal.kill()
     return code, log.read_text(errors="replace")
 
 
