@@ -90,17 +90,31 @@ class LabHosts:
         self.inventory_file = Path(inventory_file)
         self.hostvars: dict[str, dict] = {}
         self.groups: dict[str, list[str]] = {}
-        self._walk("all", yaml.safe_load(self.inventory_file.read_text())["all"], {})
+        inventory = yaml.safe_load(self.inventory_file.read_text())
+        # rvmlab.py nests the groups under all.children; Molecule writes them at the top.
+        self._walk("all", inventory["all"], {})
+        for name, group in inventory.items():
+            if name != "all":
+                self._walk(name, group or {}, {})
 
     def _walk(self, name: str, group: dict, inherited: dict) -> None:
         merged = {**inherited, **(group.get("vars") or {})}
         members = self.groups.setdefault(name, [])
         for host, hv in (group.get("hosts") or {}).items():
-            self.hostvars[host] = {**merged, **(hv or {})}
-            members.append(host)
+            self.hostvars[host] = {**self.hostvars.get(host, {}), **merged, **(hv or {})}
+            if host not in members:
+                members.append(host)
         for child_name, child in (group.get("children") or {}).items():
             self._walk(child_name, child or {}, merged)
             members.extend(h for h in self.groups[child_name] if h not in members)
+
+    def key_file(self, host: str) -> Path:
+        """The lab's SSH key; the lab's secrets (its vault stand-in) are beside it."""
+        hv = self.hostvars[host]
+        return Path(hv.get("ansible_ssh_private_key_file") or hv["ansible_private_key_file"])
+
+    def secrets_dir(self, host: str) -> Path:
+        return self.key_file(host).parent / "secrets"
 
     def ssh(self, host: str, command: str, check: bool = True, timeout: float = 120):
         """Run a shell command on a lab host; with check, fail naming host and command."""
@@ -108,7 +122,7 @@ class LabHosts:
         argv = [
             "ssh",
             "-i",
-            hv.get("ansible_ssh_private_key_file") or hv["ansible_private_key_file"],
+            str(self.key_file(host)),
             *shlex.split(hv.get("ansible_ssh_common_args", "")),
             "-o",
             "BatchMode=yes",

@@ -179,10 +179,10 @@ def test_deposit_api_answers_on_the_device_itself(device):
 @pytest.mark.parametrize("host", sorted(HOSTS.hostvars))
 def test_ssh_from_the_controller_works(host):
     hv = HOSTS.hostvars[host]
-    key = hv.get("ansible_ssh_private_key_file") or hv["ansible_private_key_file"]
     proc = subprocess.run(
         [
-            "ssh", "-i", key, *shlex.split(hv.get("ansible_ssh_common_args", "")),
+            "ssh", "-i", str(HOSTS.key_file(host)),
+            *shlex.split(hv.get("ansible_ssh_common_args", "")),
             "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
             f"{hv.get('ansible_user', 'root')}@{address(host)}", "hostname",
         ],

@@ -43,7 +43,7 @@ TIMINGS = REPO / ".cache" / "fleet-timings.jsonl"
 HOSTS = LabHosts(INVENTORY_FILE)
 ssh = HOSTS.ssh
 # The lab's stand-in for ansible-vault: secrets generated beside the lab's SSH key.
-LAB_SECRETS = Path(HOSTS.hostvars[MONITOR]["ansible_ssh_private_key_file"]).parent / "secrets"
+LAB_SECRETS = HOSTS.secrets_dir(MONITOR)
 
 
 def record_timing(what: str, seconds: float, **extra: object) -> None:
