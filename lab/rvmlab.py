@@ -345,6 +345,10 @@ def create_host(state: dict, root: Path, n: int, name: str, groups: list[str], k
             "--resolv-conf=copy-host",
             "--link-journal=no",
             "--console=passive",
+            # Reading the clock's discipline (adjtimex with no changes) is how node exporter
+            # and chronyc see whether time is synchronised; without CAP_SYS_TIME a host still
+            # cannot set the clock.
+            "--system-call-filter=adjtimex clock_adjtime",
         ],
         stdin=subprocess.DEVNULL,
         stdout=console,

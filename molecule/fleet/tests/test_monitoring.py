@@ -188,7 +188,7 @@ def test_faults_reach_the_webhook_inhibited_and_resolve(faults) -> None:
     start = time.time()
     for _ in range(4):
         before = ssh(down_dev, "systemctl show -p NRestarts --value rvm-detector").stdout
-        ssh(down_dev, "systemctl kill -s KILL rvm-detector")
+        ssh(down_dev, "kill -KILL $(systemctl show -p MainPID --value rvm-detector)")
         wait_for(
             f"{down_dev}: systemd restarts the killed detector",
             lambda b=before: (
