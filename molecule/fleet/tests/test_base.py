@@ -75,7 +75,8 @@ def test_time_sync_is_active(host):
         "ansible_default_ipv4"
     ]["gateway"]
     assert gateway in sources
-    assert host.check_output("timedatectl show -p Timezone --value") == "Etc/UTC"
+    # Read the link itself: timedatectl asks timedated over D-Bus, which times out under load.
+    assert host.file("/etc/localtime").linked_to.endswith("/zoneinfo/Etc/UTC")
 
 
 def test_apt_is_configured_for_a_fleet(host):
