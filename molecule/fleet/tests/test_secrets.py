@@ -80,10 +80,14 @@ def _files_for(host: str) -> dict[str, tuple[str, str, str]]:
 
 
 def _on_host(host: str, script: str) -> subprocess.CompletedProcess:
-    """Run SCRIPT on HOST with the secrets, one a line, in the file $PATTERNS (0600, removed
+    """Run SCRIPT on HOST with the secrets, one a line, in the file $PATTERNS (0600 in /dev/shm,
+    outside what is searched, removed
     after): they travel over stdin, never on a command line a process list or log could show."""
     hv = HOSTS.hostvars[host]
-    wrapped = 'PATTERNS=$(mktemp); trap \'rm -f "$PATTERNS"\' EXIT; cat > "$PATTERNS"; ' + script
+    wrapped = (
+        'PATTERNS=$(mktemp -p /dev/shm); trap \'rm -f "$PATTERNS"\' EXIT; cat > "$PATTERNS"; '
+        + script
+    )
     argv = [
         "ssh", "-i", hv["ansible_ssh_private_key_file"],
         *shlex.split(hv.get("ansible_ssh_common_args", "")),
@@ -119,6 +123,8 @@ def test_no_secret_in_a_file_outside_its_place(host):
     )
     found = set(proc.stdout.split())
     assert proc.returncode == 0, proc.stderr
+    # The search sees the secrets where they belong, so it would see them anywhere else.
+    assert set(_files_for(host)) <= found, f"{host}: the search missed {_files_for(host)}"
     assert not found - set(_files_for(host)), (
         f"{host}: secrets in {sorted(found - set(_files_for(host)))}, "
         f"where only {sorted(_files_for(host))} should hold them"
