@@ -67,11 +67,23 @@ class Run:
         }
 
 
+def ansible_output_file(inventory: str | Path) -> Path:
+    """Where every ansible-playbook run against a lab keeps its complete output.
+
+    Beside the inventory (a `.txt`, which Ansible's inventory loader skips); Molecule's
+    converge, idempotence and check write the same file (ANSIBLE_LOG_PATH in
+    .config/molecule/config.yml), so tests can search all the Ansible output of a lab.
+    """
+    inventory = Path(inventory)
+    return (inventory if inventory.is_dir() else inventory.parent) / "ansible-output.txt"
+
+
 def playbook(
     play: str | Path, inventory: str | Path, *args: str, timeout: float = 1800, **env: str
 ) -> Run:
     """Run ansible-playbook PLAY -i INVENTORY ARGS... from the repository root."""
     start = time.monotonic()
+    env.setdefault("ANSIBLE_LOG_PATH", str(ansible_output_file(inventory)))
     proc = subprocess.run(
         ["ansible-playbook", str(play), "-i", str(inventory), *args],
         cwd=REPO,

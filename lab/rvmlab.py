@@ -354,6 +354,10 @@ def create_host(state: dict, root: Path, n: int, name: str, groups: list[str], k
         stdout=console,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # The host owns its network namespace, so its network parameters (/proc/sys/net) are
+        # its own to set, as a Jetson's are (roles/base sysctl.yml); the kernel's stay the
+        # controller's, read-only.
+        env={**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"},
     )
     host["pid"] = proc.pid
     save_state(state)
