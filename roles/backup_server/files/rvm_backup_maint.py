@@ -51,6 +51,23 @@ def size_bytes(repo: Path) -> int:
     return total
 
 
+def series(
+    action: str, repository: str, ok: bool, duration: float, snapshots: int | None, size: int
+) -> list[str]:
+    """One repository's lines of the textfile (names: monitoring/rules/backup.yml)."""
+    label = f'{{repository="{repository}"}}'
+    metric = f"rvm_backup_repository_{action}"
+    lines = [
+        f"{metric}_ok{label} {int(ok)}",
+        f"{metric}_timestamp_seconds{label} {time.time():.3f}",
+        f"{metric}_duration_seconds{label} {duration:.3f}",
+        f"rvm_backup_repository_size_bytes{label} {size}",
+    ]
+    if snapshots is not None:
+        lines.append(f"rvm_backup_repository_snapshots{label} {snapshots}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("action", choices=["prune", "check"])
@@ -83,13 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             proc = restic(args, repo, "check", f"--read-data-subset={args.read_data_subset}")
         ok = proc.returncode == 0
-        label = f'{{repository="{repo.name}"}}'
-        metric = f"rvm_backup_repository_{args.action}"
-        lines += [
-            f"{metric}_ok{label} {int(ok)}",
-            f"{metric}_timestamp_seconds{label} {time.time():.3f}",
-            f"{metric}_duration_seconds{label} {time.monotonic() - started:.3f}",
-        ]
         if ok:
             print(f"{args.action} of repository {repo.name}: ok", flush=True)
         else:
@@ -102,11 +112,10 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         snaps = restic(args, repo, "snapshots", "--json")
-        if snaps.returncode == 0:
-            lines.append(
-                f"rvm_backup_repository_snapshots{label} {len(json.loads(snaps.stdout) or [])}"
-            )
-        lines.append(f"rvm_backup_repository_size_bytes{label} {size_bytes(repo)}")
+        count = len(json.loads(snaps.stdout) or []) if snaps.returncode == 0 else None
+        lines += series(
+            args.action, repo.name, ok, time.monotonic() - started, count, size_bytes(repo)
+        )
     out = Path(args.textfile_dir) / f"rvm_backup_repository_{args.action}.prom"
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text("\n".join(sorted(set(lines))) + "\n")
