@@ -192,7 +192,8 @@ def test_restore_lists_snapshots_and_refuses_bad_requests() -> None:
 
     # A snapshot in the repository that is another device's (the device's credentials can add one).
     foreign = ssh(DEVICE, f"{RESTIC} backup --json --host not-{DEVICE} /etc/hostname").stdout
-    foreign_id = next(json.loads(x) for x in foreign.splitlines() if '"summary"' in x)["snapshot_id"]
+    summary = next(json.loads(x) for x in foreign.splitlines() if '"summary"' in x)
+    foreign_id = summary["snapshot_id"]
     wrong = restore("-e", f"restore_from={DEVICE}", "-e", f"snapshot={foreign_id[:8]}")
     assert not wrong.ok
     assert f"belongs to device not-{DEVICE}, not {DEVICE}" in wrong.text, wrong.text[-3000:]
