@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -98,7 +99,7 @@ def main() -> int:
         return seconds, int(float(added.group(1)))
 
     def latency() -> tuple[float, float]:
-        cmd = f"python3 -c {json.dumps(LATENCY)} {args.samples}"
+        cmd = f"python3 -c {shlex.quote(LATENCY)} {args.samples}"
         xs = sorted(json.loads(sh(cmd).stdout))
         return statistics.median(xs) * 1000, xs[int(0.99 * (len(xs) - 1))] * 1000
 
@@ -106,7 +107,7 @@ def main() -> int:
     admin({"down": True})
     try:
         sh("systemctl stop lab-deposit-traffic.service rvm-detector.service")
-        fill = f"python3 -c {json.dumps(FILL)} {args.deposits} {args.image_bytes}"
+        fill = f"python3 -c {shlex.quote(FILL)} {args.deposits} {args.image_bytes}"
         sh(APP + fill)
         sh("systemctl start rvm-detector.service")
         deadline = time.monotonic() + 120
