@@ -12,11 +12,14 @@ its hosts over SSH exactly as Ansible connects.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shlex
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +130,17 @@ class LabHosts:
 
     def secrets_dir(self, host: str) -> Path:
         return self.key_file(host).parent / "secrets"
+
+    def monitoring_api(self, host: str, path: str) -> object:
+        """GET on a monitoring host's Prometheus (PATH ':9090/...') or Alertmanager (':9093/...'),
+        as an operator does from the controller: over the management network, basic auth."""
+        password = (self.secrets_dir(host) / "monitoring-web-password").read_text().strip()
+        request = urllib.request.Request(f"http://{self.hostvars[host]['ansible_host']}{path}")
+        token = base64.b64encode(f"admin:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            body = json.load(answer)
+        return body.get("data", body) if isinstance(body, dict) else body
 
     def ssh(self, host: str, command: str, check: bool = True, timeout: float = 120):
         """Run a shell command on a lab host; with check, fail naming host and command."""

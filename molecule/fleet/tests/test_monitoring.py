@@ -10,14 +10,12 @@ each fault to its notification is recorded in .cache/fleet-timings.jsonl.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
@@ -42,8 +40,6 @@ TIMINGS = REPO / ".cache" / "fleet-timings.jsonl"
 
 HOSTS = LabHosts(INVENTORY_FILE)
 ssh = HOSTS.ssh
-# The lab's stand-in for ansible-vault: secrets generated beside the lab's SSH key.
-LAB_SECRETS = HOSTS.secrets_dir(MONITOR)
 
 
 def record_timing(what: str, seconds: float, **extra: object) -> None:
@@ -54,15 +50,7 @@ def record_timing(what: str, seconds: float, **extra: object) -> None:
 
 
 def api(path: str) -> object:
-    """GET on the monitoring host's Prometheus (:9090) or Alertmanager (:9093), as an
-    operator does from the controller: over the management network, with basic auth."""
-    password = (LAB_SECRETS / "monitoring-web-password").read_text().strip()
-    request = urllib.request.Request(f"http://{HOSTS.hostvars[MONITOR]['ansible_host']}{path}")
-    token = base64.b64encode(f"admin:{password}".encode()).decode()
-    request.add_header("Authorization", f"Basic {token}")
-    with urllib.request.urlopen(request, timeout=20) as answer:
-        body = json.load(answer)
-    return body.get("data", body) if isinstance(body, dict) else body
+    return HOSTS.monitoring_api(MONITOR, path)
 
 
 def query(expr: str) -> list[dict]:

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "lab"))
@@ -254,3 +255,29 @@ def test_the_restored_device_backs_up_again() -> None:
     run = ssh(DEVICE, "systemctl start rvm-backup.service", check=False, timeout=600)
     assert run.returncode == 0, ssh(DEVICE, "journalctl -u rvm-backup -n 20 --no-pager").stdout
     assert len(snapshots()) > len(STATE["snaps"])  # type: ignore[arg-type]
+
+
+def test_backups_and_repository_checks_reach_prometheus() -> None:
+    """What the backup alerts read is scraped: each device's last run, and the backup host's
+    check of every device's repository (its node exporter, job node)."""
+    backup_host = HOSTS.groups["backup"][0]
+    monitor = HOSTS.groups["monitoring"][0]
+    run = ssh(backup_host, "systemctl start rvm-backup-check.service", check=False, timeout=600)
+    assert run.returncode == 0, ssh(backup_host, "journalctl -u rvm-backup-check -n 20").stdout
+
+    def series(expr: str) -> dict[str, str]:
+        result = HOSTS.monitoring_api(monitor, f":9090/api/v1/query?query={quote(expr)}")
+        return {
+            r["metric"].get("repository") or r["metric"]["device"]: r["value"][1]
+            for r in result["result"]
+        }  # type: ignore[index]
+
+    deadline = time.monotonic() + 120
+    while True:
+        checks = series(f'rvm_backup_repository_check_ok{{device="{backup_host}",job="node"}}')
+        runs = series('rvm_backup_last_run_ok{job="node"}')
+        if (checks.get(DEVICE) == "1" and runs.get(DEVICE) == "1") or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    assert checks.get(DEVICE) == "1", f"repository checks scraped: {checks}"
+    assert runs.get(DEVICE) == "1", f"device backups scraped: {runs}"
