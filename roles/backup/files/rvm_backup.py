@@ -7,7 +7,8 @@ release is current, its release.json with the model hashes) and identity.json; t
 `restic backup` of the staging directory and --path (the configuration). A failed attempt
 is retried --retries times; every run ends by writing node exporter textfile metrics
 atomically, so a failure is visible as rvm_backup_last_run_ok 0 while the last success
-time stays what it was. Exit status 0 only when a snapshot was saved.
+time stays what it was. Exit status 0 only when a snapshot was saved. A run stopped by
+SIGTERM (systemctl stop, shutdown) stops restic, is not retried, and is recorded as failed.
 
 restic reads RESTIC_REPOSITORY and RESTIC_PASSWORD_FILE from the environment (the unit's
 EnvironmentFile, 0600).
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +31,14 @@ METRICS_FILE = "rvm_backup.prom"
 
 class BackupError(RuntimeError):
     pass
+
+
+class Interrupted(Exception):
+    """SIGTERM: subprocess.run stops restic on the way out; nothing is retried."""
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
 
 
 def render_metrics(state: dict[str, float], run_ok: bool, run_at: float, duration: float) -> str:
@@ -161,6 +171,40 @@ def count_snapshots(args: argparse.Namespace) -> int:
     return len(json.loads(out) or [])
 
 
+def attempts(args: argparse.Namespace, state: dict, state_path: Path) -> tuple[bool, dict]:
+    """Up to 1 + --retries attempts; (saved?, the state to report)."""
+    for attempt in range(1, args.retries + 2):
+        try:
+            deposits = stage(args)
+            ensure_repository(args)
+            added, snapshot_id = backup(args)
+            snapshots = count_snapshots(args)
+        except (BackupError, OSError, ValueError) as e:
+            print(
+                f"backup attempt {attempt}/{args.retries + 1} of {args.device_id} failed: {e}",
+                file=sys.stderr,
+                flush=True,
+            )
+            if attempt <= args.retries:
+                time.sleep(args.retry_delay)
+            continue
+        state = {
+            "last_success": time.time(),
+            "bytes_added": added,
+            "snapshots": snapshots,
+            "deposits": deposits,
+            "snapshot_id": snapshot_id,
+        }
+        write_atomically(state_path, json.dumps(state, sort_keys=True))
+        print(
+            f"backup of {args.device_id} saved snapshot {snapshot_id}: {deposits} spooled "
+            f"deposit(s), {added} bytes added, {snapshots} snapshot(s) in the repository",
+            flush=True,
+        )
+        return True, state
+    return False, state
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device-id", required=True)
@@ -183,44 +227,19 @@ def main(argv: list[str] | None = None) -> int:
         state = {}
     started = time.monotonic()
     ok = False
-    for attempt in range(1, args.retries + 2):
-        try:
-            deposits = stage(args)
-            ensure_repository(args)
-            added, snapshot_id = backup(args)
-            snapshots = count_snapshots(args)
-        except (BackupError, OSError, ValueError) as e:
-            print(
-                f"backup attempt {attempt}/{args.retries + 1} of {args.device_id} failed: {e}",
-                file=sys.stderr,
-                flush=True,
-            )
-            if attempt <= args.retries:
-                time.sleep(args.retry_delay)
-            continue
-        ok = True
-        state = {
-            "last_success": time.time(),
-            "bytes_added": added,
-            "snapshots": snapshots,
-            "deposits": deposits,
-            "snapshot_id": snapshot_id,
-        }
-        write_atomically(state_path, json.dumps(state, sort_keys=True))
-        print(
-            f"backup of {args.device_id} saved snapshot {snapshot_id}: {deposits} spooled "
-            f"deposit(s), {added} bytes added, {snapshots} snapshot(s) in the repository",
-            flush=True,
-        )
-        break
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        ok, state = attempts(args, state, state_path)
+    except Interrupted as e:
+        print(f"backup of {args.device_id} interrupted ({e})", file=sys.stderr, flush=True)
     duration = time.monotonic() - started
     write_atomically(
         Path(args.textfile_dir) / METRICS_FILE, render_metrics(state, ok, time.time(), duration)
     )
     if not ok:
         print(
-            f"backup of {args.device_id} FAILED after {args.retries + 1} attempt(s); the "
-            "previous snapshots are untouched; the next timer run tries again",
+            f"backup of {args.device_id} FAILED; the previous snapshots are untouched; "
+            "the next timer run tries again",
             file=sys.stderr,
         )
         return 1
