@@ -27,8 +27,7 @@ from labtools import LabHosts, ansible_output_file  # noqa: E402
 
 INVENTORY_FILE = Path(os.environ["MOLECULE_INVENTORY_FILE"])
 HOSTS = LabHosts(INVENTORY_FILE)
-_ANY = HOSTS.hostvars[HOSTS.groups["all"][0]]
-SECRETS_DIR = Path(_ANY["ansible_ssh_private_key_file"]).parent / "secrets"
+SECRETS_DIR = HOSTS.secrets_dir(HOSTS.groups["all"][0])
 
 # Where each secret is meant to be on a host: path -> (mode, owner, group).
 DEVICE_FILES = {
@@ -89,7 +88,7 @@ def _on_host(host: str, script: str) -> subprocess.CompletedProcess:
         + script
     )
     argv = [
-        "ssh", "-i", hv["ansible_ssh_private_key_file"],
+        "ssh", "-i", str(HOSTS.key_file(host)),
         *shlex.split(hv.get("ansible_ssh_common_args", "")),
         "-o", "BatchMode=yes", f"{hv.get('ansible_user', 'root')}@{hv['ansible_host']}",
         wrapped,
