@@ -80,22 +80,14 @@ def _files_for(host: str) -> dict[str, tuple[str, str, str]]:
 
 def _on_host(host: str, script: str) -> subprocess.CompletedProcess:
     """Run SCRIPT on HOST with the secrets, one a line, in the file $PATTERNS (0600 in /dev/shm,
-    outside what is searched, removed
-    after): they travel over stdin, never on a command line a process list or log could show."""
-    hv = HOSTS.hostvars[host]
+    outside what is searched, removed after): they travel over stdin, never on a command line
+    a process list or log could show."""
     wrapped = (
         'PATTERNS=$(mktemp -p /dev/shm); trap \'rm -f "$PATTERNS"\' EXIT; cat > "$PATTERNS"; '
         + script
     )
-    argv = [
-        "ssh", "-i", str(HOSTS.key_file(host)),
-        *shlex.split(hv.get("ansible_ssh_common_args", "")),
-        "-o", "BatchMode=yes", f"{hv.get('ansible_user', 'root')}@{hv['ansible_host']}",
-        wrapped,
-    ]  # fmt: skip
-    return subprocess.run(
-        argv, input="\n".join(SECRETS.values()) + "\n", capture_output=True, text=True, timeout=300
-    )
+    secrets = "\n".join(SECRETS.values()) + "\n"
+    return HOSTS.ssh(host, wrapped, check=False, timeout=300, input=secrets)
 
 
 def test_the_scenario_used_secrets():
