@@ -142,8 +142,9 @@ class LabHosts:
             body = json.load(answer)
         return body.get("data", body) if isinstance(body, dict) else body
 
-    def ssh(self, host: str, command: str, check: bool = True, timeout: float = 120):
-        """Run a shell command on a lab host; with check, fail naming host and command."""
+    def ssh(self, host: str, command: str, check: bool = True, timeout: float = 120, input=None):
+        """Run a shell command on a lab host (INPUT on its stdin); with check, fail naming
+        host and command."""
         hv = self.hostvars[host]
         argv = [
             "ssh",
@@ -155,7 +156,7 @@ class LabHosts:
             f"{hv.get('ansible_user', 'root')}@{hv['ansible_host']}",
             command,
         ]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"{host}: {command!r} failed ({proc.returncode}): {proc.stderr}")
         return proc

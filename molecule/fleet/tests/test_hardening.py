@@ -69,8 +69,8 @@ def test_the_controller_cannot_tunnel_through_a_device():
     hv = HOSTS.hostvars[DEVICE]
     proc = subprocess.run(
         [
-            "ssh", "-i", hv["ansible_ssh_private_key_file"],
-            *hv["ansible_ssh_common_args"].split(),
+            "ssh", "-i", str(HOSTS.key_file(DEVICE)),
+            *hv.get("ansible_ssh_common_args", "").split(),
             "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
             "-W", "127.0.0.1:22", f"root@{hv['ansible_host']}",
         ],

@@ -42,6 +42,13 @@ NOT_ROTATED = {
     "/var/log/faillog",
     "/var/log/apt/eipp.log.xz",
     "/var/log/bootstrap.log",
+    # Rewritten whole by each run, so they never grow: chkrootkit's daily check (base) and,
+    # on lab devices, the Lynis audit of test_hardening.py.
+    "/var/log/chkrootkit/chkrootkit-daily.log",
+    "/var/log/chkrootkit/log.today",
+    "/var/log/chkrootkit/log.today.raw",
+    "/var/log/lynis.log",
+    "/var/log/lynis-report.dat",
 }
 
 

@@ -27,8 +27,7 @@ from labtools import LabHosts, ansible_output_file  # noqa: E402
 
 INVENTORY_FILE = Path(os.environ["MOLECULE_INVENTORY_FILE"])
 HOSTS = LabHosts(INVENTORY_FILE)
-_ANY = HOSTS.hostvars[HOSTS.groups["all"][0]]
-SECRETS_DIR = Path(_ANY["ansible_ssh_private_key_file"]).parent / "secrets"
+SECRETS_DIR = HOSTS.secrets_dir(HOSTS.groups["all"][0])
 
 # Where each secret is meant to be on a host: path -> (mode, owner, group).
 DEVICE_FILES = {
@@ -81,22 +80,14 @@ def _files_for(host: str) -> dict[str, tuple[str, str, str]]:
 
 def _on_host(host: str, script: str) -> subprocess.CompletedProcess:
     """Run SCRIPT on HOST with the secrets, one a line, in the file $PATTERNS (0600 in /dev/shm,
-    outside what is searched, removed
-    after): they travel over stdin, never on a command line a process list or log could show."""
-    hv = HOSTS.hostvars[host]
+    outside what is searched, removed after): they travel over stdin, never on a command line
+    a process list or log could show."""
     wrapped = (
         'PATTERNS=$(mktemp -p /dev/shm); trap \'rm -f "$PATTERNS"\' EXIT; cat > "$PATTERNS"; '
         + script
     )
-    argv = [
-        "ssh", "-i", hv["ansible_ssh_private_key_file"],
-        *shlex.split(hv.get("ansible_ssh_common_args", "")),
-        "-o", "BatchMode=yes", f"{hv.get('ansible_user', 'root')}@{hv['ansible_host']}",
-        wrapped,
-    ]  # fmt: skip
-    return subprocess.run(
-        argv, input="\n".join(SECRETS.values()) + "\n", capture_output=True, text=True, timeout=300
-    )
+    secrets = "\n".join(SECRETS.values()) + "\n"
+    return HOSTS.ssh(host, wrapped, check=False, timeout=300, input=secrets)
 
 
 def test_the_scenario_used_secrets():
