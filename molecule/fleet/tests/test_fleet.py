@@ -1,6 +1,6 @@
 """The fleet's release story on lab hosts, as an operator would check it.
 
-Runs after Molecule converged release 1 (and checked idempotence) on three devices and
+Runs after Molecule converged release 1 (and checked idempotence) on the devices and
 the platform host: release 2, a release 3 that never becomes ready, a tagged rollback
 to release 1, and bad input. After each step, deposits made on every device over its
 local API must reach the platform stand-in exactly once. Steps depend on the ones
@@ -26,9 +26,7 @@ from labtools import LAB_PLAY, LabHosts, Run, ansible_env  # noqa: E402
 from labtools import playbook as run_playbook  # noqa: E402
 
 INVENTORY_FILE = Path(os.environ["MOLECULE_INVENTORY_FILE"])
-DEVICES = ["fleet-dev-1", "fleet-dev-2", "fleet-dev-3"]
 PLATFORM = "fleet-platform"
-CANARY = DEVICES[0]
 ROOT = "/opt/rvm-detector"
 TIMINGS = REPO / ".cache" / "fleet-timings.jsonl"
 STATE: dict[str, object] = {}
@@ -38,6 +36,8 @@ BAD_MODEL = json.dumps(
 
 
 HOSTS = LabHosts(INVENTORY_FILE)
+DEVICES = HOSTS.groups["jetson"]
+CANARY = DEVICES[0]
 ssh = HOSTS.ssh
 py = HOSTS.py
 
@@ -168,7 +168,7 @@ def test_release_2_rolls_out_while_deposits_wait_in_the_spool() -> None:
     proc = playbook("--tags", "detector", "-e", "release_id=fleet-r2")
     platform_admin("/admin/faults", {"reset": True})
     assert proc.returncode == 0, proc.stdout[-4000:]
-    record_timing("release switch (3 devices, canary + ramps)", proc.seconds)
+    record_timing(f"release switch ({len(DEVICES)} devices, canary + ramps)", proc.seconds)
     for h in DEVICES:
         assert current(h) == "fleet-r2"
         assert ssh(h, f"cat {ROOT}/releases/fleet-r2/previous").stdout.strip() == STATE["r1"]
@@ -215,7 +215,7 @@ def test_release_3_never_ready_canary_switches_back_and_the_run_stops() -> None:
 def test_tagged_rollback_to_release_1() -> None:
     proc = playbook("--tags", "rollback", "-e", f"rollback_to={STATE['r1']}")
     assert proc.returncode == 0, proc.stdout[-4000:]
-    record_timing("tagged rollback (3 devices)", proc.seconds)
+    record_timing(f"tagged rollback ({len(DEVICES)} devices)", proc.seconds)
     for h in DEVICES:
         assert current(h) == STATE["r1"]
         assert ready(h)

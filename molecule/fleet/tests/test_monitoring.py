@@ -30,7 +30,6 @@ INVENTORY_FILE = Path(os.environ["MOLECULE_INVENTORY_FILE"])
 LAB = (
     os.environ.get("RVMLAB_LAB") or f"molecule-{os.environ.get('MOLECULE_SCENARIO_NAME', 'fleet')}"
 )
-DEVICES = ["fleet-dev-1", "fleet-dev-2", "fleet-dev-3"]
 MONITOR = "fleet-monitor"
 CAMERA_DIR = "/var/lib/rvm-detector/lab-camera"
 RECEIVED = "/var/lib/lab-alert-receiver/alerts.jsonl"
@@ -39,6 +38,7 @@ ALLOWLIST = REPO / "monitoring" / "metrics-allowlist.yml"
 TIMINGS = REPO / ".cache" / "fleet-timings.jsonl"
 
 HOSTS = LabHosts(INVENTORY_FILE)
+DEVICES = HOSTS.groups["jetson"]
 ssh = HOSTS.ssh
 
 
