@@ -164,3 +164,36 @@ class LabHosts:
     def py(self, host: str, code: str) -> str:
         """Run Python code on a lab host and return what it printed."""
         return self.ssh(host, f"python3 -c {shlex.quote(code)}").stdout
+
+    def ready(self, host: str) -> bool:
+        """The detector on a device answers /readyz with 200."""
+        code = (
+            "import urllib.request as u\n"
+            "try:\n print(u.urlopen('http://127.0.0.1:8080/readyz', timeout=5).status)\n"
+            "except Exception as e:\n print(getattr(e, 'code', 0))"
+        )
+        return self.py(host, code).strip() == "200"
+
+    def deposit(self, host: str) -> str:
+        """One deposit over a device's local API (as the machine makes it); its uuid."""
+        code = (
+            "import json, urllib.request as u\n"
+            "r = u.Request('http://127.0.0.1:8080/deposit', data=b'{}', method='POST',"
+            " headers={'Content-Type': 'application/json'})\n"
+            "print(json.load(u.urlopen(r, timeout=60))['uuid'])"
+        )
+        return self.py(host, code).strip()
+
+    def platform_admin(self, path: str, body: dict | None = None) -> object:
+        """GET (or POST BODY to) the platform stand-in's admin API, on its host's loopback."""
+        url = f"http://127.0.0.1:8001{path}"
+        if body is None:
+            code = f"import urllib.request as u; print(u.urlopen({url!r}).read().decode())"
+        else:
+            code = (
+                "import urllib.request as u\n"
+                f"r = u.Request({url!r}, data={json.dumps(body).encode()!r},"
+                " method='POST', headers={'Content-Type': 'application/json'})\n"
+                "print(u.urlopen(r).read().decode())"
+            )
+        return json.loads(self.py(self.groups["platform"][0], code))

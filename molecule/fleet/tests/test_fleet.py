@@ -36,6 +36,7 @@ BAD_MODEL = json.dumps(
 
 
 HOSTS = LabHosts(INVENTORY_FILE)
+ready, deposit, platform_admin = HOSTS.ready, HOSTS.deposit, HOSTS.platform_admin
 DEVICES = HOSTS.groups["jetson"]
 CANARY = DEVICES[0]
 ssh = HOSTS.ssh
@@ -59,39 +60,6 @@ def current(host: str) -> str:
 
 def releases(host: str) -> list[str]:
     return ssh(host, f"ls {ROOT}/releases").stdout.split()
-
-
-def ready(host: str) -> bool:
-    code = (
-        "import urllib.request as u\n"
-        "try:\n print(u.urlopen('http://127.0.0.1:8080/readyz', timeout=5).status)\n"
-        "except Exception as e:\n print(getattr(e, 'code', 0))"
-    )
-    return py(host, code).strip() == "200"
-
-
-def deposit(host: str) -> str:
-    """One deposit over the device's local API (as the machine's controller does it)."""
-    code = (
-        "import json, urllib.request as u\n"
-        "r = u.Request('http://127.0.0.1:8080/deposit', data=b'{}', method='POST',"
-        " headers={'Content-Type': 'application/json'})\n"
-        "print(json.load(u.urlopen(r, timeout=60))['uuid'])"
-    )
-    return py(host, code).strip()
-
-
-def platform_admin(path: str, body: dict | None = None) -> object:
-    if body is None:
-        code = f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8001{path}').read().decode())"
-    else:
-        code = (
-            "import urllib.request as u\n"
-            f"r = u.Request('http://127.0.0.1:8001{path}', data={json.dumps(body).encode()!r},"
-            " method='POST', headers={'Content-Type': 'application/json'})\n"
-            "print(u.urlopen(r).read().decode())"
-        )
-    return json.loads(py(PLATFORM, code))
 
 
 def assert_delivered_once(uuids: list[str], timeout_s: float = 120) -> None:

@@ -40,6 +40,7 @@ RESTIC = "set -a; . /etc/rvm-backup/backup.env; set +a; restic --cacert /etc/rvm
 STATE: dict[str, object] = {}
 ssh = HOSTS.ssh
 py = HOSTS.py
+ready, deposit, platform_admin = HOSTS.ready, HOSTS.deposit, HOSTS.platform_admin
 
 
 def restore(*args: str) -> Run:
@@ -50,38 +51,6 @@ def record_timing(what: str, seconds: float) -> None:
     TIMINGS.parent.mkdir(exist_ok=True)
     with TIMINGS.open("a") as f:
         f.write(json.dumps({"what": what, "seconds": round(seconds, 1), "at": time.time()}) + "\n")
-
-
-def ready(host: str) -> bool:
-    code = (
-        "import urllib.request as u\n"
-        "try:\n print(u.urlopen('http://127.0.0.1:8080/readyz', timeout=5).status)\n"
-        "except Exception as e:\n print(getattr(e, 'code', 0))"
-    )
-    return py(host, code).strip() == "200"
-
-
-def deposit(host: str) -> str:
-    code = (
-        "import json, urllib.request as u\n"
-        "r = u.Request('http://127.0.0.1:8080/deposit', data=b'{}', method='POST',"
-        " headers={'Content-Type': 'application/json'})\n"
-        "print(json.load(u.urlopen(r, timeout=60))['uuid'])"
-    )
-    return py(host, code).strip()
-
-
-def platform_admin(path: str, body: dict | None = None) -> object:
-    if body is None:
-        code = f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8001{path}').read().decode())"
-    else:
-        code = (
-            "import urllib.request as u\n"
-            f"r = u.Request('http://127.0.0.1:8001{path}', data={json.dumps(body).encode()!r},"
-            " method='POST', headers={'Content-Type': 'application/json'})\n"
-            "print(u.urlopen(r).read().decode())"
-        )
-    return json.loads(py(PLATFORM, code))
 
 
 def stored_counts(uuids: list[str]) -> dict[str, int]:
