@@ -26,6 +26,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "roles" / "backup" / "files" / "rvm_backup.py"
+MAINT = REPO / "roles" / "backup_server" / "files" / "rvm_backup_maint.py"
 MODEL = REPO / "models" / "deposit-yolo11n" / "model.onnx"
 USER, REST_PASSWORD, REPO_PASSWORD = "rvm-dev-1", "rest-secret-1", "repo-secret-1"
 
@@ -265,3 +266,33 @@ def test_a_run_stopped_half_way(lab) -> None:
     assert device.snapshots() == snapshots, "a stopped run must not leave a snapshot"
     big.unlink()
     assert_next_run_succeeds(device, snapshots)
+
+
+def test_prune_and_check_on_the_backup_host(lab, tmp_path: Path) -> None:
+    """The backup host's two runs report the device's repository, and their textfiles never
+    hold one series twice (the node exporter would drop it and log an error every scrape)."""
+    _, device = lab
+    passwords, textfile = tmp_path / "passwords", tmp_path / "backup-host-textfile"
+    passwords.mkdir()
+    textfile.mkdir()
+    (passwords / USER).write_text(REPO_PASSWORD)
+    for action in ("check", "prune"):
+        proc = subprocess.run(
+            [sys.executable, str(MAINT), action, "--data-dir", str(tmp_path / "repos"),
+             "--passwords-dir", str(passwords), "--user", "root", "--textfile-dir", str(textfile)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"{action} of repository {USER}: ok" in proc.stdout
+    series = dict(
+        line.split()
+        for prom in sorted(textfile.glob("*.prom"))
+        for line in prom.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    lines = sum(len(p.read_text().splitlines()) for p in textfile.glob("*.prom"))
+    assert len(series) == lines, "a series is in both textfiles"
+    for action in ("check", "prune"):
+        assert series[f'rvm_backup_repository_{action}_ok{{repository="{USER}"}}'] == "1"
+        snapshots = f'rvm_backup_repository_snapshots{{action="{action}",repository="{USER}"}}'
+        assert int(series[snapshots]) == len(device.snapshots())

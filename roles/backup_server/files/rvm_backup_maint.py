@@ -54,17 +54,20 @@ def size_bytes(repo: Path) -> int:
 def series(
     action: str, repository: str, ok: bool, duration: float, snapshots: int | None, size: int
 ) -> list[str]:
-    """One repository's lines of the textfile (names: monitoring/rules/backup.yml)."""
+    """One repository's lines of the textfile (names: monitoring/rules/backup.yml). Size and
+    snapshot count carry the action too: prune and check each report them, and the node
+    exporter drops a series that two textfiles both hold (logging an error every scrape)."""
     label = f'{{repository="{repository}"}}'
+    seen_by = f'{{action="{action}",repository="{repository}"}}'
     metric = f"rvm_backup_repository_{action}"
     lines = [
         f"{metric}_ok{label} {int(ok)}",
         f"{metric}_timestamp_seconds{label} {time.time():.3f}",
         f"{metric}_duration_seconds{label} {duration:.3f}",
-        f"rvm_backup_repository_size_bytes{label} {size}",
+        f"rvm_backup_repository_size_bytes{seen_by} {size}",
     ]
     if snapshots is not None:
-        lines.append(f"rvm_backup_repository_snapshots{label} {snapshots}")
+        lines.append(f"rvm_backup_repository_snapshots{seen_by} {snapshots}")
     return lines
 
 
