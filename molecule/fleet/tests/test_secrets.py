@@ -33,6 +33,17 @@ SECRETS_DIR = HOSTS.secrets_dir(HOSTS.groups["all"][0])
 DEVICE_FILES = {
     "/etc/rvm-detector/platform-api-key": ("0600", "rvm", "rvm"),
     "/etc/ssl/journal-upload/client.key": ("0600", "root", "root"),
+    # The repository password, and the REST password inside the repository's URL.
+    "/etc/rvm-backup/password": ("0600", "root", "root"),
+    "/etc/rvm-backup/backup.env": ("0600", "root", "root"),
+}
+# Every device's repository password (prune and check open the repositories), the TLS key.
+BACKUP_FILES = {
+    "/etc/rvm-backup-server/tls.key": ("0640", "root", "restic-repo"),
+    **{
+        f"/etc/rvm-backup-server/passwords/{device}": ("0600", "restic-repo", "restic-repo")
+        for device in HOSTS.groups["jetson"]
+    },
 }
 MONITOR_FILES = {
     "/etc/prometheus/web-password": ("0640", "root", "prometheus"),
@@ -75,6 +86,8 @@ def _files_for(host: str) -> dict[str, tuple[str, str, str]]:
         files |= MONITOR_FILES
     if "platform" in groups:
         files |= PLATFORM_FILES
+    if "backup" in groups:
+        files |= BACKUP_FILES
     return files
 
 
