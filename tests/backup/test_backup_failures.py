@@ -242,7 +242,7 @@ def test_the_repository_disk_full(lab) -> None:
 
 
 def test_a_run_stopped_half_way(lab) -> None:
-    _, device = lab
+    server, device = lab
     before, snapshots = device.metrics(), device.snapshots()
     big = device.etc / "big.bin"
     big.write_bytes(os.urandom(24 * 1024 * 1024))
@@ -250,16 +250,24 @@ def test_a_run_stopped_half_way(lab) -> None:
         device.argv(), env=device.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
     )  # fmt: skip
-    # Stop it as systemd does (SIGTERM to the unit's processes) once restic is uploading.
+    # Freeze the backup host the moment restic starts, so the run is caught half-way on any
+    # machine (a fast one uploads all 24 MiB within a second), then stop it as systemd does:
+    # SIGTERM to the unit's processes. The host resumes only once the run is being stopped.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         busy = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "restic.* backup "],
                               capture_output=True)  # fmt: skip
         if busy.returncode == 0:
             break
-        time.sleep(0.1)
-    time.sleep(1)
-    os.killpg(proc.pid, signal.SIGTERM)
+        time.sleep(0.02)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(1)
+        os.killpg(proc.pid, signal.SIGTERM)
+        time.sleep(1)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
     out, err = proc.communicate(timeout=60)
     run = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     assert_failed_loudly(run, device, before, "interrupted (sigterm)")
