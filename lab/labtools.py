@@ -12,11 +12,14 @@ its hosts over SSH exactly as Ansible connects.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shlex
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +70,23 @@ class Run:
         }
 
 
+def ansible_output_file(inventory: str | Path) -> Path:
+    """Where every ansible-playbook run against a lab keeps its complete output.
+
+    Beside the inventory (a `.txt`, which Ansible's inventory loader skips); Molecule's
+    converge, idempotence and check write the same file (ANSIBLE_LOG_PATH in
+    .config/molecule/config.yml), so tests can search all the Ansible output of a lab.
+    """
+    inventory = Path(inventory)
+    return (inventory if inventory.is_dir() else inventory.parent) / "ansible-output.txt"
+
+
 def playbook(
     play: str | Path, inventory: str | Path, *args: str, timeout: float = 1800, **env: str
 ) -> Run:
     """Run ansible-playbook PLAY -i INVENTORY ARGS... from the repository root."""
     start = time.monotonic()
+    env.setdefault("ANSIBLE_LOG_PATH", str(ansible_output_file(inventory)))
     proc = subprocess.run(
         ["ansible-playbook", str(play), "-i", str(inventory), *args],
         cwd=REPO,
@@ -90,32 +105,58 @@ class LabHosts:
         self.inventory_file = Path(inventory_file)
         self.hostvars: dict[str, dict] = {}
         self.groups: dict[str, list[str]] = {}
-        self._walk("all", yaml.safe_load(self.inventory_file.read_text())["all"], {})
+        inventory = yaml.safe_load(self.inventory_file.read_text())
+        # rvmlab.py nests the groups under all.children; Molecule writes them at the top.
+        self._walk("all", inventory["all"], {})
+        for name, group in inventory.items():
+            if name != "all":
+                self._walk(name, group or {}, {})
 
     def _walk(self, name: str, group: dict, inherited: dict) -> None:
         merged = {**inherited, **(group.get("vars") or {})}
         members = self.groups.setdefault(name, [])
         for host, hv in (group.get("hosts") or {}).items():
-            self.hostvars[host] = {**merged, **(hv or {})}
-            members.append(host)
+            self.hostvars[host] = {**self.hostvars.get(host, {}), **merged, **(hv or {})}
+            if host not in members:
+                members.append(host)
         for child_name, child in (group.get("children") or {}).items():
             self._walk(child_name, child or {}, merged)
             members.extend(h for h in self.groups[child_name] if h not in members)
 
-    def ssh(self, host: str, command: str, check: bool = True, timeout: float = 120):
-        """Run a shell command on a lab host; with check, fail naming host and command."""
+    def key_file(self, host: str) -> Path:
+        """The lab's SSH key; the lab's secrets (its vault stand-in) are beside it."""
+        hv = self.hostvars[host]
+        return Path(hv.get("ansible_ssh_private_key_file") or hv["ansible_private_key_file"])
+
+    def secrets_dir(self, host: str) -> Path:
+        return self.key_file(host).parent / "secrets"
+
+    def monitoring_api(self, host: str, path: str) -> object:
+        """GET on a monitoring host's Prometheus (PATH ':9090/...') or Alertmanager (':9093/...'),
+        as an operator does from the controller: over the management network, basic auth."""
+        password = (self.secrets_dir(host) / "monitoring-web-password").read_text().strip()
+        request = urllib.request.Request(f"http://{self.hostvars[host]['ansible_host']}{path}")
+        token = base64.b64encode(f"admin:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=20) as answer:
+            body = json.load(answer)
+        return body.get("data", body) if isinstance(body, dict) else body
+
+    def ssh(self, host: str, command: str, check: bool = True, timeout: float = 120, input=None):
+        """Run a shell command on a lab host (INPUT on its stdin); with check, fail naming
+        host and command."""
         hv = self.hostvars[host]
         argv = [
             "ssh",
             "-i",
-            hv.get("ansible_ssh_private_key_file") or hv["ansible_private_key_file"],
+            str(self.key_file(host)),
             *shlex.split(hv.get("ansible_ssh_common_args", "")),
             "-o",
             "BatchMode=yes",
             f"{hv.get('ansible_user', 'root')}@{hv['ansible_host']}",
             command,
         ]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"{host}: {command!r} failed ({proc.returncode}): {proc.stderr}")
         return proc
@@ -123,3 +164,36 @@ class LabHosts:
     def py(self, host: str, code: str) -> str:
         """Run Python code on a lab host and return what it printed."""
         return self.ssh(host, f"python3 -c {shlex.quote(code)}").stdout
+
+    def ready(self, host: str) -> bool:
+        """The detector on a device answers /readyz with 200."""
+        code = (
+            "import urllib.request as u\n"
+            "try:\n print(u.urlopen('http://127.0.0.1:8080/readyz', timeout=5).status)\n"
+            "except Exception as e:\n print(getattr(e, 'code', 0))"
+        )
+        return self.py(host, code).strip() == "200"
+
+    def deposit(self, host: str) -> str:
+        """One deposit over a device's local API (as the machine makes it); its uuid."""
+        code = (
+            "import json, urllib.request as u\n"
+            "r = u.Request('http://127.0.0.1:8080/deposit', data=b'{}', method='POST',"
+            " headers={'Content-Type': 'application/json'})\n"
+            "print(json.load(u.urlopen(r, timeout=60))['uuid'])"
+        )
+        return self.py(host, code).strip()
+
+    def platform_admin(self, path: str, body: dict | None = None) -> object:
+        """GET (or POST BODY to) the platform stand-in's admin API, on its host's loopback."""
+        url = f"http://127.0.0.1:8001{path}"
+        if body is None:
+            code = f"import urllib.request as u; print(u.urlopen({url!r}).read().decode())"
+        else:
+            code = (
+                "import urllib.request as u\n"
+                f"r = u.Request({url!r}, data={json.dumps(body).encode()!r},"
+                " method='POST', headers={'Content-Type': 'application/json'})\n"
+                "print(u.urlopen(r).read().decode())"
+            )
+        return json.loads(self.py(self.groups["platform"][0], code))

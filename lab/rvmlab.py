@@ -327,6 +327,17 @@ def create_host(state: dict, root: Path, n: int, name: str, groups: list[str], k
     run(*ns, "link", "set", "eth0", "up")
     run(*ns, "route", "add", "default", "via", f"10.213.{index}.1")
 
+    cgroups = host_cgroups(state["lab"], name)
+    for cgroup in cgroups:
+        try:
+            cgroup.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LabError(f"{name}: cannot create its cgroup {cgroup}: {e.strerror}") from e
+
+    def enter_own_cgroups() -> None:  # in the child, before nspawn starts
+        for cgroup in cgroups:
+            (cgroup / "cgroup.procs").write_text("0")
+
     console = open(lab_dir(state["lab"]) / f"{name}.console.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [
@@ -345,15 +356,56 @@ def create_host(state: dict, root: Path, n: int, name: str, groups: list[str], k
             "--resolv-conf=copy-host",
             "--link-journal=no",
             "--console=passive",
+            # Reading the clock's discipline (adjtimex with no changes) is how node exporter
+            # and chronyc see whether time is synchronised; without CAP_SYS_TIME a host still
+            # cannot set the clock.
+            "--system-call-filter=adjtimex clock_adjtime",
         ],
         stdin=subprocess.DEVNULL,
         stdout=console,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=enter_own_cgroups,
+        # The host owns its network namespace, so its network parameters (/proc/sys/net) are
+        # its own to set, as a Jetson's are (roles/base sysctl.yml); the kernel's stay the
+        # controller's, read-only.
+        env={**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"},
     )
     host["pid"] = proc.pid
     save_state(state)
     log(f"{name}: booting at {host['address']} (pid {proc.pid})")
+
+
+def host_cgroups(lab: str, name: str) -> list[Path]:
+    """A cgroup of the host's own in each hierarchy that systemd writes to (cgroup2, and the
+    name=systemd hierarchy of a hybrid setup). With --keep-unit and no systemd on the
+    controller, nspawn runs a container in the cgroup it is started in: hosts started from
+    one cgroup would share one system.slice, and one host's systemd removes the cgroup of a
+    unit another host is just starting (status=219/CGROUP when the same unit runs on several
+    hosts at once, as a handler does)."""
+    trees = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        mountpoint, (fstype, _source, options) = fields[4], fields[fields.index("-") + 1 :][:3]
+        if fstype == "cgroup2" or (fstype == "cgroup" and "name=systemd" in options.split(",")):
+            trees.append(Path(mountpoint) / "rvmlab" / lab / name)
+    return trees
+
+
+def remove_host_cgroups(lab: str, name: str) -> None:
+    """Remove the host's cgroups once its processes are gone (deepest first)."""
+    for cgroup in host_cgroups(lab, name):
+        try:
+            if cgroup.exists():
+                for d in sorted((p for p in cgroup.rglob("*") if p.is_dir()), reverse=True):
+                    d.rmdir()
+                cgroup.rmdir()
+        except OSError as e:
+            log(f"{name}: cgroup {cgroup} not removed ({e.strerror}): a process of it still runs")
+            continue
+        for parent in (cgroup.parent, cgroup.parent.parent):
+            with contextlib.suppress(OSError):  # another lab, or another host, still there
+                parent.rmdir()
 
 
 def container_init_pid(host: dict) -> int | None:
@@ -474,6 +526,7 @@ def down(lab: str) -> bool:
             return False
         for host in state["hosts"]:
             stop_host(host)
+            remove_host_cgroups(lab, host["name"])
             if Path(f"/run/netns/{host['netns']}").exists():
                 run("ip", "netns", "del", host["netns"], check=False)
             if Path(f"/sys/class/net/{host['veth']}").exists():

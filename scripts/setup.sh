@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LAB_PACKAGES=(debootstrap systemd-container iptables iproute2 openssh-client python3-venv util-linux)
+# restic and rclone: tests/backup runs the backup script against a real append-only server.
+LAB_PACKAGES=(debootstrap systemd-container iptables iproute2 openssh-client python3-venv util-linux
+  restic rclone openssl procps)
 missing=()
 for pkg in "${LAB_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

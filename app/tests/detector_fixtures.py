@@ -197,3 +197,13 @@ class RunningDetector:
                 self.proc.wait()
         self._reader.join(timeout=5)
         return code
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    """`rvm-detector check-config` on a config file, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "rvm_detector.cli", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

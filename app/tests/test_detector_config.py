@@ -7,17 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from detector_fixtures import committed_model, write_config
+from detector_fixtures import check_config, committed_model, write_config
 from rvm_detector.configfile import ConfigError, load_config
-
-
-def check_config(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rvm_detector.cli", "check-config", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.fixture

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from detector_fixtures import committed_model, write_config
+from detector_fixtures import check_config, committed_model, write_config
 from rvm_detector.configfile import ConfigError, load_config
 from rvm_detector.model_manifest import REQUIRED_METRICS, manifest_problems
 
@@ -30,15 +28,6 @@ def model_dir(tmp_path: Path, manifest: dict | str | None) -> Path:
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
         (folder / "manifest.json").write_text(text)
     return model
-
-
-def check_config(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rvm_detector.cli", "check-config", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_committed_model_manifest_passes() -> None:

@@ -72,6 +72,23 @@ def site(tmp_path: Path, **extra_vars: object) -> Run:
             {"base_firewall_ssh_sources": ["10.40.0.0/24", "bastion.example.com", "10.40.0.0/33"]},
             "entries that are not an IPv4/IPv6 address or CIDR: bastion.example.com, 10.40.0.0/33.",
         ),
+        # Hardening that would lock the operator out, or cannot work.
+        (
+            {"base_ssh_allow_groups": []},
+            "base_ssh_allow_groups_enabled is true but base_ssh_allow_groups is empty",
+        ),
+        (
+            {"base_ssh_allow_groups": ["operators"]},
+            "none of which is in base_ssh_allow_groups=['operators']: the next SSH connection",
+        ),
+        (
+            {"base_ssh_rate_limit_per_minute": 2},
+            "base_ssh_rate_limit_per_minute 0 (off) or >= 5 (got 2)",
+        ),
+        (
+            {"base_umask": "777"},
+            'base_umask must be an octal umask such as "027" whose owner digit is 0 (got 777)',
+        ),
     ],
 )
 def test_bad_value_fails_in_preflight_with_its_name(tmp_path, variables, expected):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 RVMLAB = Path(__file__).resolve().parents[2] / "lab" / "rvmlab.py"
+CGROUPS = Path("/sys/fs/cgroup")
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 
 
@@ -35,6 +36,7 @@ def machine_snapshot() -> dict[str, str]:
         "nat": out("iptables", "-w", "-t", "nat", "-S"),
         "filter": out("iptables", "-w", "-S"),
         "nspawn": out("pgrep", "-a", "-f", "systemd-nspawn --boot"),
+        "cgroups": sorted(map(str, [*CGROUPS.glob("rvmlab"), *CGROUPS.glob("*/rvmlab")])),
     }
 
 
@@ -111,6 +113,23 @@ def test_two_labs_side_by_side_then_nothing_left(tmp_path):
         ping = rvmlab("shell", "--lab", "pytest-b", "--host", "dev1", "--",
                       "ping", "-c1", "-W5", addr_b_plat)  # fmt: skip
         assert ping.returncode == 0, ping.stdout + ping.stderr
+        # Each host has its own cgroups: the same unit started on two hosts at once never
+        # fails (sharing one system.slice, one host's systemd removed the cgroup of a unit
+        # the other was starting: status=219/CGROUP, 1 start in 10).
+        starts = (
+            "printf '[Service]\\nType=oneshot\\nExecStart=/bin/true\\n'"
+            " >/run/systemd/system/r.service"
+            " && systemctl daemon-reload && f=0; for i in $(seq 100); do "
+            "systemctl start r.service 2>/dev/null || f=$((f+1)); done; echo failed=$f"
+        )
+        shell = [sys.executable, str(RVMLAB), "shell", "--lab", "pytest-b", "--host"]
+        racers = [
+            subprocess.Popen(
+                [*shell, host, "--", "sh", "-c", starts], stdout=subprocess.PIPE, text=True
+            )
+            for host in ("dev1", "plat")
+        ]
+        assert [r.communicate(timeout=300)[0].strip() for r in racers] == ["failed=0"] * 2
         # The controller reaches each host over SSH with the lab's key, host key checked.
         for inventory, lab in ((inv_a, "pytest-a"), (inv_b, "pytest-b")):
             state = Path("/var/lib/rvm-lab/labs") / lab

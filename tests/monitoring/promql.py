@@ -4,6 +4,7 @@ names in it, and the metric names the app and the tegrastats exporter really exp
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -102,3 +103,23 @@ def exporter_metric_names() -> set[str]:
         text = exporter.exposition().decode()
         names |= {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     return names
+
+
+def _load_script(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def backup_metric_names() -> set[str]:
+    """What the backup roles write to the node exporter's textfile directory, from their
+    scripts' own rendering (roles/backup, roles/backup_server)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    device = _load_script(ROOT / "roles" / "backup" / "files" / "rvm_backup.py")
+    server = _load_script(ROOT / "roles" / "backup_server" / "files" / "rvm_backup_maint.py")
+    text = device.render_metrics({}, True, 0.0, 1.0)
+    for action in ("prune", "check"):
+        text += "\n".join(server.series(action, "d1", True, 1.0, 3, 1024)) + "\n"
+    return {s.name for f in text_string_to_metric_families(text) for s in f.samples}

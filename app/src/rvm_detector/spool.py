@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import sqlite3
 import threading
 import time
@@ -690,3 +691,197 @@ class Spool:
             )
             self._mask_inflight.discard(uuid)
         upload_metrics.DEAD_LETTERS.inc()
+
+
+# -- consistent snapshots for backups (`rvm-detector spool backup DEST`) ---------
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    """What one snapshot holds; written beside it as snapshot.json."""
+
+    deposits: int
+    pending: int
+    dead: int
+    masks: int
+    images: int
+    images_gone: int
+    masks_gone: int
+    taken_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _place(src: Path, dst: Path) -> bool:
+    """dst becomes src's content: a hard link where it can (instant, no space), else a copy.
+
+    False when src is gone (acked or shed after the database snapshot was taken)."""
+    with contextlib.suppress(FileNotFoundError):
+        st = dst.stat()
+        if st.st_size == src.stat().st_size:
+            return True  # unchanged since the last snapshot: keep it (same inode for restic)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except FileNotFoundError:
+            return False
+        except OSError:  # another filesystem, or links refused: copy
+            shutil.copy2(src, tmp)
+    except FileNotFoundError:
+        return False
+    os.replace(tmp, dst)
+    return True
+
+
+def _sync_files(src_dir: Path, dst_dir: Path, wanted: set[str]) -> set[str]:
+    """Make dst_dir hold exactly `wanted` from src_dir; returns the names gone from src."""
+    dst_dir.mkdir(mode=0o750, exist_ok=True)
+    gone = {name for name in sorted(wanted) if not _place(src_dir / name, dst_dir / name)}
+    for entry in os.scandir(dst_dir):
+        if entry.name not in wanted or entry.name in gone:
+            os.unlink(entry.path)
+    fsync_dir(dst_dir)
+    return gone
+
+
+def snapshot(spool_dir: Path, dest: Path) -> SnapshotResult:
+    """A consistent copy of a live spool in `dest` (spool.db, images/, masks/, snapshot.json).
+
+    Safe while the detector writes: SQLite's online backup API copies the database in one
+    step, i.e. inside one read transaction of WAL mode, so the copy is exactly the database
+    as of one commit, and every deposit acknowledged (committed) before the call is in it.
+    The files the copy references are then linked (or copied) beside it. One that is gone by
+    then was acked (delivered) or shed after the copy was taken: its row is kept and marked
+    shed, as the spool itself does, so a restored spool sends it without an image and the
+    platform de-duplicates it on its uuid. Re-running updates `dest` in place: unchanged
+    images keep their inode, so a file-level backup of `dest` reads only what changed.
+    Never opens the spool for writing, nor removes anything from it.
+    """
+    spool_dir = Path(spool_dir)
+    dest = Path(dest)
+    db = spool_dir / "spool.db"
+    if not db.is_file():
+        raise SpoolError(f"{spool_dir} holds no spool.db; pass the detector's spool.dir")
+    try:
+        dest.mkdir(parents=True, mode=0o750, exist_ok=True)
+        tmp = dest / "spool.db.tmp"
+        tmp.unlink(missing_ok=True)
+        src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        copy = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            src.backup(copy)  # pages=-1: one step, one read transaction, one consistent view
+        finally:
+            src.close()
+        taken_at = time.time()
+        try:
+            # One self-contained file: a snapshot has no -wal beside it.
+            copy.execute("PRAGMA journal_mode=DELETE")
+            images = {
+                name
+                for (name,) in copy.execute(
+                    "SELECT image_name FROM deposits WHERE image_name IS NOT NULL"
+                )
+            }
+            masks = {uuid for (uuid,) in copy.execute("SELECT uuid FROM mask_uploads")}
+            images_gone = _sync_files(spool_dir / "images", dest / "images", images)
+            mask_files = {f"{u}{suffix}" for u in masks for suffix in _MASK_FILES}
+            gone_files = _sync_files(spool_dir / "masks", dest / "masks", mask_files)
+            masks_gone = {u for u in masks if any(f"{u}{s}" in gone_files for s in _MASK_FILES)}
+            copy.execute("BEGIN")
+            copy.executemany(
+                "UPDATE deposits SET image_name=NULL, image_bytes=0, image_shed=1"
+                " WHERE image_name=?",
+                [(n,) for n in images_gone],
+            )
+            copy.executemany("DELETE FROM mask_uploads WHERE uuid=?", [(u,) for u in masks_gone])
+            copy.execute("COMMIT")
+            for u in masks_gone:
+                for suffix in _MASK_FILES:
+                    (dest / "masks" / f"{u}{suffix}").unlink(missing_ok=True)
+            (check,) = copy.execute("PRAGMA integrity_check").fetchone()
+            if check != "ok":
+                raise SpoolError(f"the snapshot of {db} fails PRAGMA integrity_check: {check}")
+            pending, dead = copy.execute(
+                "SELECT COALESCE(SUM(state='pending'), 0), COALESCE(SUM(state='dead'), 0)"
+                " FROM deposits"
+            ).fetchone()
+        finally:
+            copy.close()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest / "spool.db")
+        result = SnapshotResult(
+            deposits=pending + dead,
+            pending=pending,
+            dead=dead,
+            masks=len(masks) - len(masks_gone),
+            images=len(images) - len(images_gone),
+            images_gone=len(images_gone),
+            masks_gone=len(masks_gone),
+            taken_at=taken_at,
+        )
+        (dest / "snapshot.json.tmp").write_text(json.dumps(result.to_dict(), sort_keys=True))
+        os.replace(dest / "snapshot.json.tmp", dest / "snapshot.json")
+        fsync_dir(dest)
+    except (OSError, sqlite3.Error) as e:
+        raise SpoolError(
+            f"cannot snapshot the spool {spool_dir} into {dest}: {e}; check both are "
+            "readable/writable by this user and the disk is not full"
+        ) from e
+    return result
+
+
+def restore(snapshot_dir: Path, spool_dir: Path, *, force: bool = False) -> SnapshotResult:
+    """Put a snapshot (made by `snapshot`) in place as the spool; the detector must be stopped.
+
+    Refuses a spool that still holds deposits unless `force`: they would be lost."""
+    snapshot_dir = Path(snapshot_dir)
+    spool_dir = Path(spool_dir)
+    src_db = snapshot_dir / "spool.db"
+    if not src_db.is_file():
+        raise SpoolError(f"{snapshot_dir} holds no spool.db: not a spool snapshot")
+    try:
+        conn = sqlite3.connect(f"file:{src_db}?mode=ro", uri=True)
+        try:
+            (check,) = conn.execute("PRAGMA integrity_check").fetchone()
+        finally:
+            conn.close()
+        if check != "ok":
+            raise SpoolError(f"{src_db} fails PRAGMA integrity_check ({check}); not restored")
+        db = spool_dir / "spool.db"
+        if db.is_file() and not force:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                (n,) = conn.execute("SELECT COUNT(*) FROM deposits").fetchone()
+            finally:
+                conn.close()
+            if n:
+                raise SpoolError(
+                    f"{spool_dir} still holds {n} deposit(s) that restoring would lose; "
+                    "upload or export them first, or restore with --force"
+                )
+        spool_dir.mkdir(parents=True, mode=0o750, exist_ok=True)
+        for suffix in ("-wal", "-shm", ""):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        for sub in ("images", "masks"):
+            target = spool_dir / sub
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(mode=0o750)
+            if (snapshot_dir / sub).is_dir():
+                for entry in os.scandir(snapshot_dir / sub):
+                    shutil.copy2(entry.path, target / entry.name)
+            fsync_dir(target)
+        shutil.copy2(src_db, spool_dir / "spool.db.tmp")
+        with open(spool_dir / "spool.db.tmp", "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(spool_dir / "spool.db.tmp", db)
+        fsync_dir(spool_dir)
+        meta = snapshot_dir / "snapshot.json"
+        if meta.is_file():
+            return SnapshotResult(**json.loads(meta.read_text()))
+        return SnapshotResult(0, 0, 0, 0, 0, 0, 0, 0.0)
+    except (OSError, sqlite3.Error) as e:
+        raise SpoolError(f"cannot restore {snapshot_dir} into {spool_dir}: {e}") from e

@@ -1,7 +1,9 @@
-"""`rvm-detector spool status|retry-dead|export`: the operator's view of the spool.
+"""`rvm-detector spool status|retry-dead|export|backup|restore`: the operator's view of the spool.
 
 Safe while the service runs: SQLite WAL lets these read beside the uploader,
-and `retry-dead` is one short transaction the uploader picks up.
+and `retry-dead` is one short transaction the uploader picks up. `backup` takes a
+consistent snapshot of the live spool (for restic, roles/backup); `restore` puts one
+back while the detector is stopped (playbooks/restore.yml).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from pathlib import Path
 
 from rvm_detector.configfile import ConfigError, load_config
-from rvm_detector.spool import Spool, SpoolError
+from rvm_detector.spool import Spool, SpoolError, restore, snapshot
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +32,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--state", choices=["pending", "dead"], help="only these")
     e.add_argument("--out", type=Path, help="write here instead of stdout")
     e.add_argument("--images", type=Path, help="also copy the images into this directory")
+    b = actions.add_parser(
+        "backup", help="a consistent snapshot of the live spool (+ its images) into DEST"
+    )
+    b.add_argument("dest", type=Path, help="directory, updated in place on each run")
+    b.add_argument("--json", action="store_true")
+    rs = actions.add_parser(
+        "restore", help="put a snapshot made by `backup` in place (detector stopped)"
+    )
+    rs.add_argument("source", type=Path, help="the directory `backup` wrote")
+    rs.add_argument(
+        "--force", action="store_true", help="replace a spool that still holds deposits"
+    )
     p.set_defaults(func=run)
 
 
@@ -42,7 +56,40 @@ def _open(args: argparse.Namespace) -> Spool:
     return Spool(args.dir)
 
 
+def _spool_dir(args: argparse.Namespace) -> Path:
+    if args.config is not None:
+        return load_config(args.config).spool.dir
+    return args.dir
+
+
+def _snapshot_command(args: argparse.Namespace) -> int:
+    """backup/restore: never open a Spool here; opening one tidies (removes) files the
+    running detector may be about to commit."""
+    try:
+        directory = _spool_dir(args)
+        if args.spool_command == "backup":
+            result = snapshot(directory, args.dest)
+            verb = f"snapshot of {directory} in {args.dest}"
+        else:
+            result = restore(args.source, directory, force=args.force)
+            verb = f"restored {args.source} into {directory}"
+    except (ConfigError, SpoolError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if getattr(args, "json", False):
+        print(json.dumps(result.to_dict(), sort_keys=True))
+    else:
+        print(
+            f"{verb}: {result.deposits} deposit(s) ({result.pending} pending, "
+            f"{result.dead} dead), {result.images} image(s), {result.masks} mask upload(s); "
+            f"{result.images_gone} image(s) delivered or shed while it was taken"
+        )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.spool_command in ("backup", "restore"):
+        return _snapshot_command(args)
     try:
         spool = _open(args)
     except (ConfigError, SpoolError) as e:

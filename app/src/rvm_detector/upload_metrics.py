@@ -49,6 +49,10 @@ RETRIES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+# The reasons every fleet sees sooner or later exist from the start (at 0), so a rate() over
+# them is defined before the first retry; HTTP statuses appear as they happen.
+for _reason in ("transport", "auth", "429", "503"):
+    RETRIES.labels(_reason)
 AUTH_ERRORS = Counter(
     "rvm_upload_auth_errors_total",
     "Answers 401/403 from the platform (API key wrong or machine blocked)",

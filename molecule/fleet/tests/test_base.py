@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
 
 SSH_NO_KEYS = [
     "ssh",
@@ -54,7 +59,11 @@ def test_journald_is_persistent_and_capped(host):
     # journald states the cap it is running with when it opens the system journal.
     started = host.check_output("journalctl -b -u systemd-journald --no-pager -o cat")
     assert "System Journal (/var/log/journal/" in started
-    assert "max 512.0M" in started
+    # The cap the lab inventory sets (small, for the log-flood test in test_logs.py).
+    cap = yaml.safe_load((REPO / "inventories/lab/group_vars/all.yml").read_text())[
+        "base_journald_system_max_use"
+    ]
+    assert f"max {float(cap[:-1]):.1f}{cap[-1]}" in started, started
 
 
 def test_time_sync_is_active(host):
@@ -66,7 +75,8 @@ def test_time_sync_is_active(host):
         "ansible_default_ipv4"
     ]["gateway"]
     assert gateway in sources
-    assert host.check_output("timedatectl show -p Timezone --value") == "Etc/UTC"
+    # Read the link itself: timedatectl asks timedated over D-Bus, which times out under load.
+    assert host.check_output("readlink /etc/localtime").endswith("/zoneinfo/Etc/UTC")
 
 
 def test_apt_is_configured_for_a_fleet(host):

@@ -23,6 +23,7 @@ from labtools import LAB_PLAY, LabHosts, playbook  # noqa: E402
 
 INVENTORY_FILE = Path(os.environ["MOLECULE_INVENTORY_FILE"])
 HOSTS = LabHosts(INVENTORY_FILE)
+ready = HOSTS.ready
 ssh = HOSTS.ssh
 DEVICE = HOSTS.groups["jetson"][0]
 LOG_HOST = HOSTS.groups["monitoring"][0]
@@ -42,6 +43,13 @@ NOT_ROTATED = {
     "/var/log/faillog",
     "/var/log/apt/eipp.log.xz",
     "/var/log/bootstrap.log",
+    # Rewritten whole by each run, so they never grow: chkrootkit's daily check (base) and,
+    # on lab devices, the Lynis audit of test_hardening.py.
+    "/var/log/chkrootkit/chkrootkit-daily.log",
+    "/var/log/chkrootkit/log.today",
+    "/var/log/chkrootkit/log.today.raw",
+    "/var/log/lynis.log",
+    "/var/log/lynis-report.dat",
 }
 
 
@@ -75,15 +83,6 @@ def seqnum(host: str) -> int:
     """The journal's sequence number now: how many entries journald has written."""
     cursor = ssh(host, "journalctl -n 1 --show-cursor -q | tail -n 1").stdout
     return int(re.search(r"\bi=([0-9a-f]+)", cursor).group(1), 16)
-
-
-def ready(host: str) -> bool:
-    code = (
-        "import urllib.request as u\n"
-        "try:\n print(u.urlopen('http://127.0.0.1:8080/readyz', timeout=5).status)\n"
-        "except Exception as e:\n print(getattr(e, 'code', 0))"
-    )
-    return HOSTS.py(host, code).strip() == "200"
 
 
 def central_lines(identifier: str) -> list[str]:

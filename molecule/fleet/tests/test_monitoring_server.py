@@ -41,11 +41,7 @@ ALERTMANAGER = f"http://{ADDRESS}:9093"
 JOBS = {"node": 9100, "detector": 9101, "tegrastats": 9102}
 RECEIVED = "/var/lib/lab-alert-receiver/alerts.jsonl"
 # The lab's stand-in for ansible-vault (inventories/lab/group_vars/all.yml and monitoring.yml).
-_HV = HOSTS.hostvars[MONITOR]
-SECRETS = (
-    Path(_HV.get("ansible_ssh_private_key_file") or _HV["ansible_private_key_file"]).parent
-    / "secrets"
-)
+SECRETS = HOSTS.secrets_dir(MONITOR)
 
 
 def alert_names() -> set[str]:
