@@ -197,3 +197,24 @@ class LabHosts:
                 "print(u.urlopen(r).read().decode())"
             )
         return json.loads(self.py(self.groups["platform"][0], code))
+
+    def stored_counts(self, uuids: list[str]) -> dict[str, int]:
+        """How many times the platform stored each deposit (by its idempotency key)."""
+        counts = dict.fromkeys(uuids, 0)
+        for d in self.platform_admin("/admin/deposits"):  # type: ignore[union-attr]
+            if d["idem_key"] in counts:
+                counts[d["idem_key"]] += 1
+        return counts
+
+    def assert_delivered_once(self, uuids: list[str], timeout_s: float = 120) -> None:
+        """Every deposit is stored by the platform exactly once (none lost, none doubled)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            counts = self.stored_counts(uuids)
+            if all(c == 1 for c in counts.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        missing = [u for u, c in counts.items() if c == 0]
+        doubled = [u for u, c in counts.items() if c > 1]
+        assert not missing and not doubled, f"missing={missing} doubled={doubled}"
+        assert self.platform_admin("/admin/stats")["duplicate_deposits"] == 0  # type: ignore[index]

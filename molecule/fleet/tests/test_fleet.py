@@ -37,6 +37,7 @@ BAD_MODEL = json.dumps(
 
 HOSTS = LabHosts(INVENTORY_FILE)
 ready, deposit, platform_admin = HOSTS.ready, HOSTS.deposit, HOSTS.platform_admin
+assert_delivered_once = HOSTS.assert_delivered_once
 DEVICES = HOSTS.groups["jetson"]
 CANARY = DEVICES[0]
 ssh = HOSTS.ssh
@@ -60,24 +61,6 @@ def current(host: str) -> str:
 
 def releases(host: str) -> list[str]:
     return ssh(host, f"ls {ROOT}/releases").stdout.split()
-
-
-def assert_delivered_once(uuids: list[str], timeout_s: float = 120) -> None:
-    """Every deposit is stored by the platform exactly once (none lost, none doubled)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        stored = platform_admin("/admin/deposits")
-        counts = {u: 0 for u in uuids}
-        for d in stored:  # type: ignore[union-attr]
-            if d["idem_key"] in counts:
-                counts[d["idem_key"]] += 1
-        if all(c == 1 for c in counts.values()) or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    missing = [u for u, c in counts.items() if c == 0]
-    doubled = [u for u, c in counts.items() if c > 1]
-    assert not missing and not doubled, f"missing={missing} doubled={doubled}"
-    assert platform_admin("/admin/stats")["duplicate_deposits"] == 0  # type: ignore[index]
 
 
 def deposit_round() -> list[str]:

@@ -53,14 +53,6 @@ def record_timing(what: str, seconds: float) -> None:
         f.write(json.dumps({"what": what, "seconds": round(seconds, 1), "at": time.time()}) + "\n")
 
 
-def stored_counts(uuids: list[str]) -> dict[str, int]:
-    counts = {u: 0 for u in uuids}
-    for d in platform_admin("/admin/deposits"):  # type: ignore[union-attr]
-        if d["idem_key"] in counts:
-            counts[d["idem_key"]] += 1
-    return counts
-
-
 def config_digests() -> dict[str, str]:
     out = ssh(
         DEVICE, "cd /etc/rvm-detector && find . -type f -print0 | sort -z | xargs -0 sha256sum"
@@ -210,19 +202,9 @@ def test_a_destroyed_device_is_restored_and_its_deposits_reach_the_platform_once
 
     platform_admin("/admin/faults", {"reset": True})
     STATE["platform_down"] = False
-    acked: list[str] = STATE["acked"]  # type: ignore[assignment]
-    deadline = time.monotonic() + 180
-    while True:
-        counts = stored_counts(acked)
-        if all(c == 1 for c in counts.values()) or time.monotonic() > deadline:
-            break
-        time.sleep(2)
-    missing = [u for u, c in counts.items() if c == 0]
-    doubled = [u for u, c in counts.items() if c > 1]
-    assert not missing and not doubled, f"missing={missing} doubled={doubled}"
+    HOSTS.assert_delivered_once(STATE["acked"], timeout_s=180)  # type: ignore[arg-type]
     # Those taken while the backup ran: in the snapshot or lost (the RPO), never doubled.
-    assert all(c <= 1 for c in stored_counts(STATE["during"]).values())  # type: ignore[arg-type]
-    assert platform_admin("/admin/stats")["duplicate_deposits"] == 0  # type: ignore[index]
+    assert all(c <= 1 for c in HOSTS.stored_counts(STATE["during"]).values())  # type: ignore[arg-type]
 
 
 def test_the_restored_device_backs_up_again() -> None:
