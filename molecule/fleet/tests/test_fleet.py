@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "lab"))
@@ -116,7 +117,12 @@ def test_release_2_rolls_out_while_deposits_wait_in_the_spool() -> None:
     # The platform is away: deposits are spooled by release 1 and must be sent by release 2.
     platform_admin("/admin/faults", {"down": True})
     waiting = deposit_round()
-    proc = playbook("--tags", "detector", "-e", "release_id=fleet-r2")
+    # With TensorRT engines asked for: the simulated trtexec builds each device's plan, and
+    # the gate (release 1's own detector) cannot load it, so every device stays on ONNX
+    # Runtime, and the run's summary says which device, which model and why.
+    proc = playbook(
+        "--tags", "detector", "-e", "release_id=fleet-r2", "-e", '{"tensorrt_engine_build": true}'
+    )  # fmt: skip
     platform_admin("/admin/faults", {"reset": True})
     assert proc.returncode == 0, proc.stdout[-4000:]
     record_timing(f"release switch ({len(DEVICES)} devices, canary + ramps)", proc.seconds)
@@ -124,7 +130,14 @@ def test_release_2_rolls_out_while_deposits_wait_in_the_spool() -> None:
         assert current(h) == "fleet-r2"
         assert ssh(h, f"cat {ROOT}/releases/fleet-r2/previous").stdout.strip() == STATE["r1"]
         assert ready(h)
-    assert "release fleet-r2 (was " in re.sub(r"\s+", " ", proc.stdout)  # the summary
+    summary = re.sub(r"\s+", " ", proc.stdout)
+    assert "release fleet-r2 (was " in summary
+    for h in DEVICES:
+        assert f"{h}: deposit-yolo11n on onnxruntime: gate failed: the gate could not" in summary
+        config = yaml.safe_load(ssh(h, f"cat {ROOT}/current/config.yml").stdout)["model"]
+        assert config["backend"] == "onnxruntime" and config["path"].endswith("/model.onnx")
+        gate = ssh(h, f"cat {ROOT}/models/deposit-yolo11n/current/engines/*/gate.json").stdout
+        assert json.loads(gate)["passed"] is False
     # Spooled through the whole rollout, these may sit in the uploader's longest backoff
     # (upload.backoff_max_s: the lab's 30 s) when the platform comes back.
     assert_delivered_once(waiting, timeout_s=180)
