@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import ValidationError
+from rvm_detector import __version__
 from rvm_detector.cli import main as cli_main
 from rvm_detector.config import PlatformConfig, SpoolConfig
 from rvm_detector.edge import EdgeSession, HealthProbe, Identity
@@ -289,3 +290,29 @@ def test_service_sink_is_the_spool_and_its_components_deliver(standin, tmp_path:
             c.stop()
     stored = standin.deposits()[0]
     assert stored["idem_key"] == record.uuid and stored["status"] == "REJECTED"
+
+
+def test_heartbeat_reports_the_pull_mode_commit_and_last_result(standin, client, tmp_path) -> None:
+    """Pull mode (roles/ansible_pull): the operator sees in the heartbeat which ring commit
+    the device runs and how its last pull ended; a device never pulled says so."""
+    state = tmp_path / "pull-state.json"
+    cfg = _platform_cfg(tmp_path, standin.edge_url, pull_state_file=state)
+    session = EdgeSession(client, cfg, IDENTITY, HealthProbe(tmp_path), lambda: None)
+    commit, bad = "3f2a9c1d07be" + "0" * 28, "9b1c" + "1" * 36
+    with httpx.Client(base_url=standin.admin_url) as admin:
+        session.beat()
+        state.write_text(
+            json.dumps({
+                "ref": "ring/canary",
+                "applied": {"commit": commit},
+                "last": {"result": "held", "commit": bad, "at_text": "2026-11-29T09:00:00Z",
+                         "message": "ring/canary is still at 9b1c11111111, whose run failed"},
+            })
+        )  # fmt: skip
+        session.beat()
+        beats = [b["body"] for b in admin.get("/admin/heartbeats").json()]
+    assert beats[0]["version"].endswith(" ring?@none never-run")
+    assert beats[1]["version"] == f"{__version__} ring/canary@3f2a9c1d07be held"
+    pull = beats[1]["health_metrics"]["pull"]
+    assert pull["applied_commit"] == commit and pull["last_commit"] == bad
+    assert "whose run failed" in pull["last_message"]

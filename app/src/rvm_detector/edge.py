@@ -12,6 +12,7 @@ it, a heartbeat goes out on the platform's interval. Commands handed back:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform as py_platform
@@ -164,11 +165,41 @@ class EdgeSession:
             payload["ip_local"] = ip
         return payload
 
+    def pull_state(self) -> dict[str, Any] | None:
+        """Pull mode's last run, as the heartbeat reports it (None when not in pull mode)."""
+        path = self.cfg.pull_state_file
+        if path is None:
+            return None
+        try:
+            state = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {"last_result": "never-run"}
+        except (OSError, ValueError) as e:
+            log.warning("pull state %s unreadable: %s", path, e)
+            return {"last_result": "unreadable"}
+        last, applied = state.get("last") or {}, state.get("applied") or {}
+        return {
+            "ring": state.get("ref", ""),
+            "applied_commit": applied.get("commit", ""),
+            "last_result": last.get("result", ""),
+            "last_commit": last.get("commit", ""),
+            "last_at": last.get("at_text", ""),
+            "last_message": str(last.get("message", ""))[:500],
+        }
+
     def heartbeat_payload(self) -> dict[str, Any]:
+        pull = self.pull_state()
+        version = __version__
+        if pull is not None:
+            # e.g. "0.1.0 ring/canary@3f2a9c1d07be applied" or "... @3f2a9c1d07be held"
+            version += (
+                f" {pull.get('ring') or 'ring?'}@{(pull.get('applied_commit') or 'none')[:12]}"
+                f" {pull['last_result']}"
+            )
         payload: dict[str, Any] = {
             "hardware_id": self.identity.hardware_id,
             "status": "online",
-            "version": __version__,
+            "version": version,
             "health_metrics": {
                 **self.health.metrics(),
                 "model": {
@@ -177,6 +208,7 @@ class EdgeSession:
                     "sha256": self.identity.model_sha256,
                 },
                 **self.status(),
+                **({"pull": pull} if pull is not None else {}),
             },
         }
         ip = _local_ip()
