@@ -293,7 +293,7 @@ def test_service_sink_is_the_spool_and_its_components_deliver(standin, tmp_path:
 
 
 def test_heartbeat_reports_the_pull_mode_commit_and_last_result(standin, client, tmp_path) -> None:
-    """Pull mode (roles/ansible_pull): the operator sees in the heartbeat which ring commit
+    """Pull mode (roles/pull_mode): the operator sees in the heartbeat which ring commit
     the device runs and how its last pull ended; a device never pulled says so."""
     state = tmp_path / "pull-state.json"
     cfg = _platform_cfg(tmp_path, standin.edge_url, pull_state_file=state)

@@ -114,12 +114,12 @@ def _load_script(path):
 
 def textfile_metric_names() -> set[str]:
     """What the roles write to the node exporter's textfile directory, from their scripts'
-    own rendering (roles/backup, roles/backup_server, roles/ansible_pull)."""
+    own rendering (roles/backup, roles/backup_server, roles/pull_mode)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     device = _load_script(ROOT / "roles" / "backup" / "files" / "rvm_backup.py")
     server = _load_script(ROOT / "roles" / "backup_server" / "files" / "rvm_backup_maint.py")
-    pull = _load_script(ROOT / "roles" / "ansible_pull" / "files" / "rvm_pull.py")
+    pull = _load_script(ROOT / "roles" / "pull_mode" / "files" / "rvm_pull.py")
     text = device.render_metrics({}, True, 0.0, 1.0)
     for action in ("prune", "check"):
         text += "\n".join(server.series(action, "d1", True, 1.0, 3, 1024)) + "\n"

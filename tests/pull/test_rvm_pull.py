@@ -1,4 +1,4 @@
-"""A device's pull run (roles/ansible_pull's rvm_pull.py) against a real git repository with
+"""A device's pull run (roles/pull_mode's rvm_pull.py) against a real git repository with
 real GnuPG signatures and the real ansible-pull: signed commits of the ring are applied once,
 unsigned or foreign-signed ones are refused, a failed commit is held and not retried in a
 loop, the platform's GIT_PULL forces a run, and every outcome reaches the state file the
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "roles" / "ansible_pull" / "files" / "rvm_pull.py"
+SCRIPT = REPO / "roles" / "pull_mode" / "files" / "rvm_pull.py"
 ANSIBLE_PULL = Path(sys.executable).parent / "ansible-pull"
 RING = "ring/canary"
 

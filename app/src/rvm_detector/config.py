@@ -302,7 +302,7 @@ class PlatformConfig(_Strict):
     git_pull_timeout_s: float = Field(600.0, gt=0, description="longest run of git_pull_command")
     pull_state_file: Path | None = Field(
         None,
-        description="pull mode's state file (roles/ansible_pull): each heartbeat's version "
+        description="pull mode's state file (roles/pull_mode): each heartbeat's version "
         "then names the ring's commit this device runs and how its last pull run ended",
     )
     upload: UploadConfig = Field(

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""One pull run of an RVM device (roles/ansible_pull): its ring's signed commit, applied by
+"""One pull run of an RVM device (roles/pull_mode): its ring's signed commit, applied by
 ansible-pull to the device itself.
 
 1. Lock (one run at a time; a second one says so and leaves).
@@ -112,7 +112,7 @@ def fetch(args: argparse.Namespace, env: dict[str, str]) -> str:
         if "couldn't find remote ref" in err or "could not find remote ref" in err.lower():
             raise Outcome(
                 "no_ref",
-                f"{args.repo} has no branch {args.ref}: check ansible_pull_ring, or create the "
+                f"{args.repo} has no branch {args.ref}: check pull_mode_ring, or create the "
                 f"ring's branch (git push origin <commit>:{args.ref})",
             )
         raise Outcome("unreachable", f"cannot fetch {args.ref} from {args.repo}: {last_line(err)}")
@@ -140,7 +140,7 @@ def verify(args: argparse.Namespace, env: dict[str, str], commit: str) -> str:
     raise Outcome(
         "refused",
         f"commit {commit[:12]} of {args.ref} is refused: {why}; this device keeps running what "
-        "it has (sign commits with a key in ansible_pull_signing_keys)",
+        "it has (sign commits with a key in pull_mode_signing_keys)",
         commit,
     )
 
