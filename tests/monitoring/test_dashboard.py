@@ -12,13 +12,13 @@ import yaml
 from promql import (
     MONITORING,
     app_metric_names,
-    textfile_metric_names,
     dashboard,
     data_panels,
     exporter_metric_names,
     grafana_to_promql,
     metric_names,
     rules,
+    textfile_metric_names,
 )
 
 ALLOWLIST = yaml.safe_load((MONITORING / "metrics-allowlist.yml").read_text())
