@@ -43,7 +43,7 @@ from onnxruntime.quantization import (
     quant_pre_process,
     quantize_static,
 )
-from rvm_detector.detector import load_detector
+from rvm_detector.detector import load_detector, sha256_file
 
 CALIB_ROOT = TRAINING_DIR / "data" / "calibration"
 CALIB_SEED = 20251129
@@ -53,14 +53,6 @@ METHODS = {
     "minmax": CalibrationMethod.MinMax,
     "percentile": CalibrationMethod.Percentile,
 }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def calibration_frames(count: int, seed: int) -> tuple[list[Path], str]:
