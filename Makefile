@@ -75,6 +75,7 @@ test: lint test-rules test-molecule test-python
 
 model: setup-ml
 	nice -n 15 $(VENV)/python training/train.py
+	nice -n 15 $(VENV)/python training/quantize.py
 
 # SAM2.1 hiera-tiny for deposit masks: train from random init on generated frames with exact
 # masks, export the two ONNX graphs + manifests to models/ (models/README.md). The committed

@@ -120,6 +120,30 @@ def test_check_frames_ship_with_the_model_and_hold_objects(check_frames: Path) -
     assert result.passed and result.reference_detections >= 20
 
 
+def test_the_shipped_int8_model_passes_the_int8_gate(check_frames: Path) -> None:
+    """The Q/DQ model the training side ships for INT8 engines (training/quantize.py), run by
+    the detector on ONNX Runtime, against the FP32 model on the check frames: the gate a
+    device applies to an INT8 engine (tensorrt_engine_gate_int8_min_recall 0.95), so what
+    quantisation costs is measured before any Jetson builds from it."""
+    import cv2
+    from rvm_detector.detector import load_detector
+
+    manifest = json.loads((MODEL / "manifest.json").read_text())
+    qdq = MODEL / manifest["int8_qdq"]["file"]
+    assert hashlib.sha256(qdq.read_bytes()).hexdigest() == manifest["int8_qdq"]["sha256"]
+    assert manifest["int8_qdq"]["calibration"]["frames"] >= 500
+    fp32 = load_detector(MODEL / "model.onnx", "onnxruntime")
+    int8 = load_detector(qdq, "onnxruntime")
+    assert int8.info.class_names == fp32.info.class_names
+    rows = []
+    for p in list_frames(check_frames):
+        image = cv2.imread(str(p))
+        rows.append((p.name, fp32.detect(image), int8.detect(image)))
+    result = compare(rows, min_iou=0.9, min_recall=0.95)
+    assert result.passed, result.reason
+    assert result.reference_detections >= 20
+
+
 def test_gate_cli_says_why_when_the_engine_cannot_load(
     tmp_path: Path, capsys, check_frames: Path
 ) -> None:

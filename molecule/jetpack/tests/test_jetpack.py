@@ -345,11 +345,40 @@ def test_failed_build_leaves_onnx_and_is_not_retried_every_run(host):
     host.run(f"rm -f {ENGINES}/{failed[0]}")
 
 
-def test_int8_without_calibration_and_a_missing_tensorrt_stop_in_preflight(host, tmp_path):
+def test_int8_builds_the_qdq_model_and_bad_int8_or_tensorrt_stop_in_preflight(host, tmp_path):
     if not is_sim(host):
         pytest.skip("simulated Jetson only")
+    # INT8 builds the Q/DQ model the training side shipped (training/quantize.py), with
+    # trtexec's --int8 beside --fp16; the FP16 engine a release uses is kept.
+    qdq = json.loads((MODEL / "manifest.json").read_text())["int8_qdq"]
+    fp16 = [k for k in engine_keys(host) if not k.startswith(".")]
+    int8 = {"tensorrt_engine_models": [{"name": "deposit-yolo11n", "precision": "int8"}],
+            "tensorrt_engine_protect_engines": [f"{ENGINES}/{fp16[0]}/model.engine"]}  # fmt: skip
+    proc = build("-e", json.dumps(int8))
+    assert proc.returncode == 0, proc.stdout
+    argv = trt_calls(host)[-1]["argv"]
+    assert f"--onnx={MODELS_DIR}/{MODEL_SHA}/{qdq['file']}" in argv
+    assert "--int8" in argv and "--fp16" in argv
+    built = [k for k in engine_keys(host) if k.startswith("trt10.3.0.30-t234-sm87-int8-")]
+    assert len(built) == 1 and fp16[0] in engine_keys(host)
+    key = json.loads(host.file(f"{ENGINES}/{built[0]}/key.json").content_string)
+    assert key["onnx_sha256"] == qdq["sha256"] and key["precision"] == "int8"
+    host.run(f"rm -rf {ENGINES}/{built[0]}")
+
+    # A model without a Q/DQ file cannot be INT8: stopped before anything is built.
+    bare = tmp_path / "deposit-yolo11n"
+    bare.mkdir()
+    manifest = json.loads((MODEL / "manifest.json").read_text())
+    for name in ("model.onnx", manifest["check_frames"]["archive"]):
+        (bare / name).symlink_to(MODEL / name)
+    del manifest["int8_qdq"]
+    (bare / "manifest.json").write_text(json.dumps(manifest))
     models = json.dumps(
-        {"tensorrt_engine_models": [{"name": "deposit-yolo11n", "precision": "int8"}]}
+        {
+            "tensorrt_engine_models": [
+                {"name": "deposit-yolo11n", "src": str(bare), "precision": "int8"}
+            ]
+        }
     )
     proc = build("-e", models)
     assert proc.returncode != 0
