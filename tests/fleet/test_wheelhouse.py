@@ -26,10 +26,10 @@ RUNTIME = {
 }
 
 
-def build(cache: Path, platform: str, python: str, app: Path = REPO / "app") -> dict:
+def build(cache: Path, platform: str, python: str, app: Path = REPO / "app", *extra: str) -> dict:
     proc = subprocess.run(
         [sys.executable, str(BUILD), "--app", str(app), "--cache", str(cache),
-         "--platform", platform, "--python-version", python],
+         "--platform", platform, "--python-version", python, *extra],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -78,3 +78,24 @@ def test_the_build_is_cached_by_source_and_platform(tmp_path) -> None:
     changed = build(tmp_path / "cache", "manylinux_2_35_x86_64", "3.11", app)
     assert changed["changed"] and changed["key"] != first["key"]
     assert changed["source"] != first["source"]
+
+
+def test_a_device_that_is_its_own_controller_reuses_its_installed_wheelhouse(tmp_path) -> None:
+    """Pull mode: the device has the wheelhouse of its release unpacked and no package
+    index. A wheelhouse with the key is used where it is; pip is never called (an unusable
+    --python proves it); another key still needs a build."""
+    built = build(tmp_path / "controller", "manylinux_2_35_x86_64", "3.11")
+    installed = tmp_path / "device-wheelhouses"
+    installed.mkdir()
+    subprocess.run(["tar", "-xf", str(Path(built["dir"]) / "wheelhouse.tar"), "-C", str(installed)],
+                   check=True)  # fmt: skip
+    no_pip = ("--installed", str(installed), "--python", "/nonexistent/python")
+    reused = build(tmp_path / "cache", "manylinux_2_35_x86_64", "3.11", REPO / "app", *no_pip)
+    assert reused["dir"] == str(installed / built["key"]) and not reused["changed"]
+    assert reused["requirements"] == built["requirements"]
+    proc = subprocess.run(
+        [sys.executable, str(BUILD), "--app", str(REPO / "app"), "--cache", str(tmp_path / "c2"),
+         "--platform", "manylinux_2_35_aarch64", "--python-version", "3.10", *no_pip],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode != 0, "a wheelhouse this device does not have must be built"

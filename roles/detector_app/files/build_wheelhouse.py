@@ -106,6 +106,13 @@ def build(args: argparse.Namespace) -> dict[str, object]:
     if (out / "wheelhouse.json").is_file():
         meta = json.loads((out / "wheelhouse.json").read_text())
         return {**result, "changed": False, "requirements": meta["requirements"]}
+    # A device that is its own controller (pull mode) has the wheelhouse of its current
+    # release unpacked already, and no package index to build one from.
+    installed = args.installed / key if args.installed else None
+    if installed and (installed / "wheelhouse.json").is_file():
+        meta = json.loads((installed / "wheelhouse.json").read_text())
+        return {**result, "dir": str(installed), "changed": False,
+                "requirements": meta["requirements"]}  # fmt: skip
 
     args.cache.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=args.cache))
@@ -215,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="pip constraint such as 'numpy<2' (repeatable)",
+    )
+    ap.add_argument(
+        "--installed",
+        type=Path,
+        help="wheelhouses unpacked on this machine (a device in pull mode): one with the key is "
+        "used as it is",
     )
     ap.add_argument("--python", default=sys.executable, help="interpreter whose pip builds")
     args = ap.parse_args(argv)

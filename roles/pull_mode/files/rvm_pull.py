@@ -26,8 +26,11 @@ import base64
 import fcntl
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -145,27 +148,52 @@ def verify(args: argparse.Namespace, env: dict[str, str], commit: str) -> str:
     )
 
 
-def apply(args: argparse.Namespace, env: dict[str, str], commit: str) -> None:
-    """ansible-pull at exactly COMMIT; Outcome failed when the run (or its health gate) fails."""
+def apply(args: argparse.Namespace, env: dict[str, str], commit: str) -> int:
+    """ansible-pull at exactly COMMIT; the number of changes its recap reports for this host.
+    Outcome failed when the run (or its health gate) fails."""
     argv = [
         args.ansible_pull, "--url", f"file://{Path(args.mirror).resolve()}", "--checkout", commit,
         "--directory", args.checkout, "--full", "--clean", "--verify-commit",
-        "--inventory", args.inventory, "--limit", args.host, *args.extra, args.playbook,
+        "--inventory", args.inventory, "--limit", args.host,
+        *(["--extra-vars", f"@{args.vars_file}"] if args.vars_file else []),
+        *args.extra, args.playbook,
     ]  # fmt: skip
     log(f"applying {args.ref} at {commit[:12]}: {' '.join(argv)}")
-    try:
-        # From /, where the relative inventory does not exist: ansible-pull's checkout step
-        # then runs on an implicit localhost, and only the playbook reads the inventory
-        # (ansible-pull changes into the checkout first), whatever this host is named there.
-        proc = subprocess.run(argv, env=env, cwd="/", timeout=args.run_timeout, stdout=sys.stderr)
-    except subprocess.TimeoutExpired:
+    recap = re.compile(rf"^{re.escape(args.host)}\s*:\s*ok=\d+\s+changed=(\d+)")
+    changes = -1
+    # From /, where the relative inventory does not exist: ansible-pull's checkout step then
+    # runs on an implicit localhost, and only the playbook reads the inventory (ansible-pull
+    # changes into the checkout first), whatever this host is named there.
+    with subprocess.Popen(
+        argv, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    ) as proc:  # fmt: skip
+        timed_out = threading.Event()
+
+        def stop() -> None:
+            timed_out.set()
+            os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(args.run_timeout, stop)
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # to the journal: the run's whole output stays there
+                sys.stderr.write(line)
+                if m := recap.match(line):
+                    changes = int(m.group(1))
+            returncode = proc.wait()
+        finally:
+            timer.cancel()
+    sys.stderr.flush()
+    if timed_out.is_set():
         raise Outcome(
             "failed", f"ansible-pull at {commit[:12]} ran over {args.run_timeout}s", commit
-        ) from None
-    if proc.returncode != 0:
+        )
+    if returncode != 0:
         raise Outcome(
             "failed",
-            f"ansible-pull at {commit[:12]} exited {proc.returncode} (the log above says which "
+            f"ansible-pull at {commit[:12]} exited {returncode} (the log above says which "
             "task; a release that never became ready was switched back); this commit is not "
             "retried until the ring moves",
             commit,
@@ -176,6 +204,7 @@ def apply(args: argparse.Namespace, env: dict[str, str], commit: str) -> None:
     if head != commit:
         raise Outcome("failed", f"ansible-pull left the checkout at {head[:12] or '(none)'}, not "
                       f"{commit[:12]}", commit)  # fmt: skip
+    return changes
 
 
 def run(args: argparse.Namespace, state: dict) -> tuple[str, str, str]:
@@ -194,8 +223,9 @@ def run(args: argparse.Namespace, state: dict) -> tuple[str, str, str]:
     if applied.get("commit") == commit and not args.force:
         return "unchanged", commit, f"{args.ref} is at {commit[:12]}, already applied"
     signer = verify(args, env, commit)
-    apply(args, env, commit)
-    return "applied", commit, f"{args.ref} at {commit[:12]} (signed by {signer}) applied"
+    changes = apply(args, env, commit)
+    message = f"{args.ref} at {commit[:12]} (signed by {signer}) applied, {changes} changed"
+    return "applied", commit, message
 
 
 def render_metrics(state: dict, now: float) -> str:
@@ -274,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ssh-key", default="", help="read-only deploy key (ssh:// repositories)")
     p.add_argument("--known-hosts", default="/etc/rvm-pull/known_hosts")
     p.add_argument("--ca-file", default="", help="CA bundle for an https repository")
+    p.add_argument(
+        "--vars-file", default="",
+        help="extra vars for every run: what the device cannot work out itself (secrets)",
+    )  # fmt: skip
     p.add_argument("--request", default="", help="GIT_PULL's request file: present -> forced")
     p.add_argument("--force", action="store_true", help="apply even an already applied commit")
     p.add_argument("--retry-failed", action="store_true", help="apply a commit that failed")
