@@ -103,7 +103,8 @@ def publish(args: argparse.Namespace) -> str:
     make_key(args.secrets, "git-foreign" if args.foreign_key else "git-signing")
     env = {**gpg_env(key_home), "GIT_AUTHOR_NAME": "RVM lab", "GIT_AUTHOR_EMAIL": "release@rvm.lab",
            "GIT_COMMITTER_NAME": "RVM lab", "GIT_COMMITTER_EMAIL": "release@rvm.lab"}  # fmt: skip
-    if not (work / ".git").is_dir():
+    head = ["git", "rev-parse", "--verify", "-q", "HEAD"]
+    if not work.is_dir() or subprocess.run(head, cwd=work, capture_output=True).returncode != 0:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         run("git", "init", "--quiet", "--initial-branch=main", cwd=work)
@@ -118,8 +119,8 @@ def publish(args: argparse.Namespace) -> str:
         shutil.copyfile(src, dst)
     run("git", "add", "--all", cwd=work)
     sign = [] if args.unsigned else ["-S"]
-    run("git", "commit", "--quiet", "--allow-empty", *sign, "-m", args.message or message,
-        cwd=work, env=env)  # fmt: skip
+    run("git", "-c", "user.signingkey=release@rvm.lab", "commit", "--quiet", "--allow-empty",
+        *sign, "-m", args.message or message, cwd=work, env=env)  # fmt: skip
     sha = run("git", "rev-parse", "HEAD", cwd=work).strip()
     # The lab's SSH key, and the host keys rvmlab.py recorded beside it.
     known = Path(args.ssh_key).parent / "known_hosts"

@@ -81,9 +81,22 @@ def metric(name: str) -> str:
     return ssh(PULL, f"grep '^{name}' /var/lib/prometheus/node-exporter/rvm_pull.prom").stdout
 
 
+def runs(result: str) -> int:
+    """rvm_pull_runs_total{result=RESULT}, as the node exporter serves it."""
+    line = [x for x in metric("rvm_pull_runs_total").splitlines() if f'"{result}"' in x]
+    return int(line[0].split()[-1]) if line else 0
+
+
+def run_now() -> dict:
+    """One run as the timer starts it (not forced); the state it leaves."""
+    ssh(PULL, "systemctl start rvm-pull.service", check=False, timeout=900)
+    return pull_state()
+
+
 def git_pull(commit: str, timeout_s: float) -> tuple[dict, float]:
     """Queue GIT_PULL on the platform, wait for the run at COMMIT to end; (state, seconds)."""
     runs_before = sum(pull_state().get("counts", {}).values())
+    STATE["queued_at"] = platform_now().isoformat()
     start = time.monotonic()
     platform_admin("/admin/commands", {"hardware_id": PULL, "action": "GIT_PULL"})
     deadline = start + timeout_s
@@ -99,16 +112,12 @@ def git_pull(commit: str, timeout_s: float) -> tuple[dict, float]:
     )
 
 
-def heartbeat_version_after(at: datetime) -> str:
+def heartbeat_version_after(at: str) -> str:
     """The version of the pull device's first heartbeat received after AT (platform time)."""
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        beats = [b for b in platform_admin("/admin/heartbeats") if b["hardware_id"] == PULL]
-        later = [b for b in beats if datetime.fromisoformat(b["at"]) > at]
-        if later:
-            return later[0]["body"]["version"]
-        time.sleep(5)
-    raise AssertionError(f"no heartbeat from {PULL} after {at}")
+    beats = [b for b in platform_admin("/admin/heartbeats") if b["hardware_id"] == PULL]
+    later = [b for b in beats if datetime.fromisoformat(b["at"]) > datetime.fromisoformat(at)]
+    assert later, f"no heartbeat from {PULL} after {at}"
+    return later[0]["body"]["version"]
 
 
 def platform_now() -> datetime:
@@ -122,33 +131,35 @@ def test_a_device_converged_by_push_then_switched_to_pull_reports_no_changes() -
     ]
     before = current(PULL)
     commit = publish()
-    state, seconds = git_pull(commit, timeout_s=900)
-    last = state["last"]
-    assert last["result"] == "applied", last
-    assert last["forced"], "GIT_PULL forces a run"
+    start = time.monotonic()
+    last = run_now()["last"]  # as the timer runs it: a new commit on the ring, not forced
+    assert last["result"] == "applied" and last["commit"] == commit, last
+    assert not last["forced"]
     # The run's own PLAY RECAP, as rvm_pull.py read it: pull and push make the same host.
     assert last["message"].endswith(" 0 changed"), last["message"]
     assert current(PULL) == before and ready(PULL)
-    record_timing("pull: GIT_PULL queued to first pull run done (no changes)", seconds)
+    record_timing("pull: first pull run of site.yml on the device (no changes)",
+                  time.monotonic() - start)  # fmt: skip
+    # The timer's next run finds the ring where it was: nothing started.
+    assert run_now()["last"]["result"] == "unchanged"
     STATE["base"] = commit
 
 
 def test_a_signed_release_on_the_canary_ring_reaches_the_canary_while_others_stay() -> None:
     others = {h: current(h) for h in PUSHED}
     before = current(PULL)
+    applied_before = runs("applied")
     commit = publish("--message", "release: 4 fps", host_vars={
         "detector_app_config_extra": {"camera": {"fps": 4}, "model": {"threads": 1},
                                       "platform": {"upload": {"backoff_max_s": 30}}}})  # fmt: skip
     state, seconds = git_pull(commit, timeout_s=900)
-    assert state["last"]["result"] == "applied", state["last"]
+    assert state["last"]["result"] == "applied" and state["last"]["forced"], state["last"]
     record_timing("pull: GIT_PULL queued to the canary ready on a new release", seconds)
     new = current(PULL)
     assert new != before and ready(PULL)
     assert "fps: 4" in ssh(PULL, f"cat {ROOT}/current/config.yml").stdout
     assert {h: current(h) for h in PUSHED} == others, "a device on no pull ring must not move"
-    # What the platform sees: the next heartbeat names the ring, the commit and the result.
-    assert heartbeat_version_after(platform_now()).endswith(f"ring/canary@{commit[:12]} applied")
-    assert 'rvm_pull_runs_total{result="applied"} 2' in metric("rvm_pull_runs_total")
+    assert runs("applied") == applied_before + 1
     STATE["good"], STATE["good_release"] = commit, new
 
 
@@ -157,6 +168,10 @@ def test_a_never_ready_release_is_switched_back_by_the_device_and_held() -> None
         "detector_app_camera_source": "/dev/video-that-never-delivers",
         "detector_app_ready_timeout_s": 20})  # fmt: skip
     state, _ = git_pull(commit, timeout_s=900)
+    # What the platform saw: the heartbeat that fetched this GIT_PULL named the ring, the
+    # commit the device ran and how its last run ended (the good release, applied).
+    version = heartbeat_version_after(STATE["queued_at"])
+    assert version.endswith(f"ring/canary@{STATE['good'][:12]} applied"), version
     assert state["last"]["result"] == "failed", state["last"]
     assert "not retried until the ring moves" in state["last"]["message"]
     assert current(PULL) == STATE["good_release"] and ready(PULL)
@@ -165,8 +180,7 @@ def test_a_never_ready_release_is_switched_back_by_the_device_and_held() -> None
     journal = ssh(PULL, "journalctl -u rvm-pull -n 400 --no-pager").stdout
     assert "did not become ready" in journal
     # The timer's next run leaves the failed commit alone: held, in the state and the metric.
-    ssh(PULL, "systemctl start rvm-pull.service", check=False, timeout=300)
-    state = pull_state()
+    state = run_now()
     assert state["last"]["result"] == "held" and state["last"]["commit"] == commit
     assert metric("rvm_pull_held").split()[-1] == "1"
     assert state["applied"]["commit"] == STATE["good"]
@@ -175,16 +189,16 @@ def test_a_never_ready_release_is_switched_back_by_the_device_and_held() -> None
 
 def test_unsigned_and_wrongly_signed_commits_are_refused() -> None:
     release = current(PULL)
+    refused_before = runs("refused")
     for how in ("--unsigned", "--foreign-key"):
         commit = publish(how, "--message", f"release: {how}", host_vars={
             "detector_app_config_extra": {"camera": {"fps": 3}}})  # fmt: skip
-        ssh(PULL, "systemctl start rvm-pull.service", check=False, timeout=300)
-        last = pull_state()["last"]
+        last = run_now()["last"]
         assert last["result"] == "refused" and last["commit"] == commit, last
         assert current(PULL) == release and ready(PULL)
         # Never checked out, so nothing of it ran.
         head = ssh(PULL, "git -C /var/lib/rvm-pull/checkout rev-parse HEAD").stdout.strip()
         assert head == STATE["bad"]
-    assert 'rvm_pull_runs_total{result="refused"} 2' in metric("rvm_pull_runs_total")
+    assert runs("refused") == refused_before + 2
     journal = ssh(PULL, "journalctl -u rvm-pull -n 50 --no-pager").stdout
     assert "refused" in journal

@@ -90,8 +90,10 @@ def git(mirror: Path, env: dict[str, str], *argv: str, timeout: float = 300):
 
 
 def last_line(text: str) -> str:
+    """git's reason: its first fatal: or error: line (advice follows it), else the last line."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    reasons = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return (reasons or lines[-1:] or [""])[0]
 
 
 def fetch(args: argparse.Namespace, env: dict[str, str]) -> str:
