@@ -2,13 +2,13 @@
 """LAB ONLY: publish this working tree to the lab's git server, signed, on a ring.
 
 The lab's stand-in for a release engineer: it keeps a signing key (GnuPG, in the lab's
-secrets directory) and a publishing clone, and pushes commits to the bare repository that
-lab/roles/lab_git_server serves to the devices in pull mode.
+folder beside its SSH key, which `rvmlab.py down` removes) and a publishing clone, and
+pushes commits to the bare repository lab/roles/lab_git_server serves to pull devices.
 
-  git_publish.py key --secrets DIR
+  git_publish.py key --lab-dir DIR
       make the signing key once; print the armoured public key's path (the devices'
       pull_mode_signing_keys read it)
-  git_publish.py publish --secrets DIR --inventory INV --server HOST --ring canary
+  git_publish.py publish --lab-dir DIR --inventory INV --server HOST --ring canary
       [--host-vars HOST=FILE ...] [--unsigned | --foreign-key]
       the first call commits the working tree (what `git ls-files` lists, edits included)
       plus inventories/lab-pull (the lab's hosts, the pull devices connecting to themselves,
@@ -44,9 +44,9 @@ def gpg_env(home: Path) -> dict[str, str]:
     return {**os.environ, "GNUPGHOME": str(home)}
 
 
-def make_key(secrets: Path, name: str = "git-signing") -> Path:
-    """The key in SECRETS/NAME (made once, no passphrase: a lab key); its public half's path."""
-    home, public = secrets / name / "gnupg", secrets / name / "key.asc"
+def make_key(lab_dir: Path, name: str = "git-signing") -> Path:
+    """The key in LAB_DIR/NAME (made once, no passphrase: a lab key); its public half's path."""
+    home, public = lab_dir / name / "gnupg", lab_dir / name / "key.asc"
     if not public.is_file():
         home.mkdir(parents=True, exist_ok=True, mode=0o700)
         run("gpg", "--batch", "--quiet", "--passphrase", "", "--quick-generate-key",
@@ -98,9 +98,9 @@ def first_commit_tree(work: Path, inventory: str, pull_hosts: list[str]) -> None
 
 
 def publish(args: argparse.Namespace) -> str:
-    work = args.secrets / "git-publish"
-    key_home = args.secrets / ("git-foreign" if args.foreign_key else "git-signing") / "gnupg"
-    make_key(args.secrets, "git-foreign" if args.foreign_key else "git-signing")
+    work = args.lab_dir / "git-publish"
+    key_home = args.lab_dir / ("git-foreign" if args.foreign_key else "git-signing") / "gnupg"
+    make_key(args.lab_dir, "git-foreign" if args.foreign_key else "git-signing")
     env = {**gpg_env(key_home), "GIT_AUTHOR_NAME": "RVM lab", "GIT_AUTHOR_EMAIL": "release@rvm.lab",
            "GIT_COMMITTER_NAME": "RVM lab", "GIT_COMMITTER_EMAIL": "release@rvm.lab"}  # fmt: skip
     head = ["git", "rev-parse", "--verify", "-q", "HEAD"]
@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     k = sub.add_parser("key", help="make the signing key once; print its public key's path")
-    k.add_argument("--secrets", type=Path, required=True, help="the lab's secrets directory")
+    k.add_argument("--lab-dir", type=Path, required=True, help="the lab's folder (its SSH key's)")
     pub = sub.add_parser("publish", help="commit and push to ring/<ring>; print the sha")
-    pub.add_argument("--secrets", type=Path, required=True)
+    pub.add_argument("--lab-dir", type=Path, required=True)
     pub.add_argument("--inventory", required=True, help="the lab's inventory (its hosts.yml)")
     pub.add_argument("--pull-host", action="append", default=[], help="a device in pull mode")
     pub.add_argument("--server", required=True, help="the git server's address")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="sign with a second lab key the devices do not trust")  # fmt: skip
     args = p.parse_args(argv)
     if args.cmd == "key":
-        print(make_key(args.secrets))
+        print(make_key(args.lab_dir))
     else:
         print(publish(args))
     return 0

@@ -51,7 +51,7 @@ def publish(*args: str, host_vars: dict | None = None) -> str:
     """A commit on ring/canary (signed unless ARGS say otherwise); its sha."""
     argv = [
         sys.executable, str(REPO / "lab" / "git_publish.py"), "publish",
-        "--secrets", str(HOSTS.secrets_dir(PULL)), "--inventory", str(INVENTORY_FILE),
+        "--lab-dir", str(HOSTS.key_file(PULL).parent), "--inventory", str(INVENTORY_FILE),
         "--pull-host", PULL, "--server", HOSTS.hostvars[PLATFORM]["ansible_host"],
         "--ssh-key", str(HOSTS.key_file(PULL)), "--ring", "canary", *args,
     ]  # fmt: skip

@@ -37,6 +37,8 @@ DEVICE_FILES = {
     "/etc/rvm-backup/password": ("0600", "root", "root"),
     "/etc/rvm-backup/backup.env": ("0600", "root", "root"),
 }
+# A device in pull mode: what its pull runs cannot work out themselves (roles/pull_mode).
+PULL_FILES = {"/etc/rvm-pull/vars.json": ("0600", "root", "root")}
 # Every device's repository password (prune and check open the repositories), the TLS key.
 BACKUP_FILES = {
     "/etc/rvm-backup-server/tls.key": ("0640", "root", "restic-repo"),
@@ -82,6 +84,8 @@ def _files_for(host: str) -> dict[str, tuple[str, str, str]]:
     files: dict[str, tuple[str, str, str]] = {}
     if "jetson" in groups:
         files |= DEVICE_FILES
+    if "pull" in groups:
+        files |= PULL_FILES
     if "monitoring" in groups:
         files |= MONITOR_FILES
     if "platform" in groups:
