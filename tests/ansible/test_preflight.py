@@ -140,3 +140,53 @@ def test_models_role_refuses_a_detection_model_without_its_evaluations(tmp_path,
     assert not run.ok, run.text
     assert f"model deposit-yolo11n ({model}/manifest.json) lacks {missing}" in run.text, run.text
     assert "measure it with training/evaluate.py" in run.text
+
+
+PULL = {
+    "pull_mode_enabled": True,
+    "pull_mode_repo_url": "https://git.example.com/rvm/fleet.git",
+    "pull_mode_ring": "canary",
+    "pull_mode_signing_keys": [
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ...\n-----END PGP PUBLIC KEY BLOCK-----"
+    ],
+}
+
+
+def pull_preflight(tmp_path: Path, variables: dict) -> Run:
+    """pull_mode's preflight on this machine (facts gathered: it checks the Python)."""
+    play = tmp_path / "pull.yml"
+    play.write_text(
+        "- hosts: localhost\n  tasks:\n"
+        "    - ansible.builtin.import_role:\n        name: pull_mode\n"
+        "        tasks_from: preflight\n"
+    )
+    return playbook(
+        str(play), "localhost,", "-c", "local", "--check", "-e", json.dumps(variables),
+        "-e", f"ansible_python_interpreter={sys.executable}",
+        timeout=300, ANSIBLE_ROLES_PATH=str(REPO / "roles"),
+        ANSIBLE_CACHE_PLUGIN_CONNECTION=str(tmp_path / "facts"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        ({"pull_mode_repo_url": ""}, "needs pull_mode_repo_url: the fleet repository"),
+        ({"pull_mode_repo_url": "git.example.com:rvm/fleet"}, "needs pull_mode_repo_url"),
+        ({"pull_mode_ring": ""}, "needs pull_mode_ring: the ring this device follows"),
+        ({"pull_mode_signing_keys": []}, "needs pull_mode_signing_keys: the ASCII-armoured"),
+        ({"pull_mode_signing_keys": ["not a key"]}, "needs pull_mode_signing_keys"),
+        ({"pull_mode_inventory": "/etc/inventory"}, "needs pull_mode_inventory: a path inside"),
+    ],
+    ids=["no-url", "scp-like-url", "no-ring", "no-keys", "not-a-key", "absolute-inventory"],
+)
+def test_a_pull_mode_inventory_missing_a_setting_stops_in_preflight(tmp_path, bad, expected):
+    run = pull_preflight(tmp_path, {**PULL, **bad})
+    assert not run.ok, run.text
+    assert f"localhost: pull mode (pull_mode_enabled) {expected}" in run.text, run.text
+    assert run.recap()["localhost"]["changed"] == 0
+
+
+def test_a_complete_pull_mode_inventory_passes_preflight(tmp_path):
+    run = pull_preflight(tmp_path, PULL)
+    assert run.ok, run.text
