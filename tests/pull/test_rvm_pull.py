@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,10 @@ PLAYBOOK = """\
       ansible.builtin.fail:
         msg: this release never becomes ready
       when: lookup('ansible.builtin.file', playbook_dir ~ '/release.txt') == 'never-ready'
+    - name: Hang where this commit says so
+      ansible.builtin.command: sleep 120
+      when: lookup('ansible.builtin.file', playbook_dir ~ '/release.txt') == 'hangs'
+      changed_when: false
     - name: Record which commit ran
       ansible.builtin.shell: (cat {{ playbook_dir }}/release.txt; echo) >> {{ marker }}
       changed_when: true
@@ -117,8 +122,11 @@ class Device:
         self.textfile, self.request = self.root / "textfile", self.root / "git-pull-request"
         self.textfile.mkdir()
         self.lock = self.root / "rvm-pull.lock"
+        # What the push left for every pull run (/etc/rvm-pull/vars.json): here, the marker.
+        self.vars = self.root / "vars.json"
+        self.vars.write_text(json.dumps({"marker": str(self.marker)}))
 
-    def pull(self, *extra: str, repo: str | None = None) -> subprocess.CompletedProcess[str]:
+    def pull(self, *extra: str, repo: str | None = None, run_timeout: int = 300):
         argv = [
             sys.executable, str(SCRIPT), "--repo", repo or f"file://{self.upstream.dir}",
             "--ref", RING, "--host", "rvm-test", "--inventory", "inventory/hosts.yml",
@@ -126,8 +134,8 @@ class Device:
             "--checkout", str(self.root / "checkout"), "--gnupg-home", str(self.gnupg),
             "--state", str(self.state), "--lock", str(self.lock),
             "--textfile-dir", str(self.textfile), "--request", str(self.request),
-            "--fetch-timeout", "60", "--run-timeout", "300", *extra,
-            "--", "-e", f"marker={self.marker}",
+            "--run-timeout", str(run_timeout),
+            "--fetch-timeout", "60", "--vars-file", str(self.vars), *extra,
         ]  # fmt: skip
         return subprocess.run(argv, capture_output=True, text=True, timeout=600)
 
@@ -158,6 +166,7 @@ def test_a_signed_commit_is_applied_once_and_git_pull_forces_a_run(lab) -> None:
     last = device.last()
     assert last["result"] == "applied" and last["commit"] == first
     assert f"signed by {upstream.signer}" in last["message"]
+    assert last["message"].endswith("applied, 1 changed"), "the run's recap, read"
     assert json.loads(device.state.read_text())["applied"]["commit"] == first
     m = device.metrics()
     assert m["rvm_pull_last_run_ok"] == 1 and m['rvm_pull_runs_total{result="applied"}'] == 1
@@ -269,3 +278,16 @@ def test_a_second_run_while_one_runs_leaves_it_alone(lab) -> None:
     assert busy.returncode == 1 and "another pull run holds the lock" in busy.stderr
     assert device.ran() == [] and device.last()["result"] == "busy"
     assert device.pull().returncode == 0 and device.ran() == ["r1"]
+
+
+def test_a_run_that_hangs_is_stopped_at_its_timeout_and_held(lab) -> None:
+    upstream, device = lab
+    hangs = upstream.commit("hangs")
+    start = time.monotonic()
+    run = device.pull(run_timeout=10)
+    assert run.returncode == 1
+    assert time.monotonic() - start < 60, "the hung ansible-pull was not stopped"
+    last = device.last()
+    assert last["result"] == "failed" and last["commit"] == hangs
+    assert "ran over 10.0s" in last["message"]
+    assert device.pull().returncode == 1 and device.last()["result"] == "held"
