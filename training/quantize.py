@@ -72,11 +72,7 @@ class Frames(CalibrationDataReader):
 
     def __init__(self, model: Path, frames: list[Path]) -> None:
         self.detector = load_detector(model, "onnxruntime")
-        self.name = (
-            onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-            .get_inputs()[0]
-            .name
-        )
+        self.name = onnx.load(str(model)).graph.input[0].name
         self.frames = iter(frames)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
