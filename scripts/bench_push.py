@@ -68,10 +68,10 @@ def bench(devices: int) -> dict[str, float]:
         switch, _ = timed(
             [*playbook, "--tags", "detector", "-e", f"release_id=bench-{devices}"], env=env
         )
+        cpu = list(CPU.values())[-3:]  # before the pull part adds its own commands
         pull = bench_pull(inventory)
     finally:
         subprocess.run([*RVMLAB, "down", "--lab", LAB], capture_output=True)
-    cpu = list(CPU.values())[-3:]
     return {"converge": converge, "idempotent": idempotent, "release switch": switch,
             "converge cpu": cpu[0], "idempotent cpu": cpu[1], "release switch cpu": cpu[2],
             **pull}  # fmt: skip
