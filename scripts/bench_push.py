@@ -29,7 +29,7 @@ RVMLAB = [sys.executable, str(REPO / "lab" / "rvmlab.py")]
 LAB = "benchpush"
 
 
-CPU: dict[str, float] = {}  # the controller's CPU seconds (ansible-playbook and its ssh) per run
+CPU: list[float] = []  # the controller's CPU seconds (ansible-playbook and its ssh), per run
 
 
 def timed(cmd: list[str], **kw) -> tuple[float, str]:
@@ -39,7 +39,7 @@ def timed(cmd: list[str], **kw) -> tuple[float, str]:
     elapsed = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    CPU[" ".join(cmd)] = cpu
+    CPU.append(cpu)
     print(f"bench_push: {elapsed:7.1f}s wall {cpu:7.1f}s controller CPU  {' '.join(cmd[:6])}",
           file=sys.stderr, flush=True)  # fmt: skip
     if proc.returncode != 0:
@@ -68,7 +68,7 @@ def bench(devices: int) -> dict[str, float]:
         switch, _ = timed(
             [*playbook, "--tags", "detector", "-e", f"release_id=bench-{devices}"], env=env
         )
-        cpu = list(CPU.values())[-3:]  # before the pull part adds its own commands
+        cpu = CPU[-3:]  # before the pull part adds its own commands
         pull = bench_pull(inventory)
     finally:
         subprocess.run([*RVMLAB, "down", "--lab", LAB], capture_output=True)
