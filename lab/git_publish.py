@@ -53,6 +53,7 @@ def make_key(lab_dir: Path, name: str = "git-signing") -> Path:
             f"{KEY_NAME} ({name}) <release@rvm.lab>", "ed25519", "sign", "never",
             env=gpg_env(home))  # fmt: skip
         public.write_text(run("gpg", "--batch", "--armor", "--export", env=gpg_env(home)))
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=gpg_env(home), capture_output=True)
     return public
 
 
@@ -121,6 +122,8 @@ def publish(args: argparse.Namespace) -> str:
     sign = [] if args.unsigned else ["-S"]
     run("git", "-c", "user.signingkey=release@rvm.lab", "commit", "--quiet", "--allow-empty",
         *sign, "-m", args.message or message, cwd=work, env=env)  # fmt: skip
+    # gpg left an agent for the key's home: stop it (the lab's folder goes at `down`).
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=env, capture_output=True)
     sha = run("git", "rev-parse", "HEAD", cwd=work).strip()
     # The lab's SSH key, and the host keys rvmlab.py recorded beside it.
     known = Path(args.ssh_key).parent / "known_hosts"

@@ -152,9 +152,14 @@ class Device:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> tuple[Upstream, Device]:
+def lab(tmp_path: Path):
     upstream = Upstream(tmp_path)
-    return upstream, Device(tmp_path, upstream)
+    device = Device(tmp_path, upstream)
+    yield upstream, device
+    # gpg starts an agent per home directory, which outlives the test: stop each one.
+    for home in (upstream.signer_home, upstream.stranger_home, device.gnupg):
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+                       capture_output=True)  # fmt: skip
 
 
 def test_a_signed_commit_is_applied_once_and_git_pull_forces_a_run(lab) -> None:
