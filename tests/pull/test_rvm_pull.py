@@ -295,4 +295,7 @@ def test_a_run_that_hangs_is_stopped_at_its_timeout_and_held(lab) -> None:
     last = device.last()
     assert last["result"] == "failed" and last["commit"] == hangs
     assert "ran over 10.0s" in last["message"]
+    # Nothing of the run goes on behind the result (ansible-playbook has a session of its own).
+    left = subprocess.run(["pgrep", "-f", str(device.root / "checkout")], capture_output=True)
+    assert left.returncode == 1, f"still running: {left.stdout!r}"
     assert device.pull().returncode == 1 and device.last()["result"] == "held"

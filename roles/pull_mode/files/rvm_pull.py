@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -150,6 +151,23 @@ def verify(args: argparse.Namespace, env: dict[str, str], commit: str) -> str:
     )
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below PID, from /proc (children first found, then theirs)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def apply(args: argparse.Namespace, env: dict[str, str], commit: str) -> int:
     """ansible-pull at exactly COMMIT; the number of changes its recap reports for this host.
     Outcome failed when the run (or its health gate) fails."""
@@ -167,14 +185,16 @@ def apply(args: argparse.Namespace, env: dict[str, str], commit: str) -> int:
     # runs on an implicit localhost, and only the playbook reads the inventory (ansible-pull
     # changes into the checkout first), whatever this host is named there.
     with subprocess.Popen(
-        argv, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        argv, env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as proc:  # fmt: skip
         timed_out = threading.Event()
 
         def stop() -> None:
+            # ansible-pull starts ansible-playbook in a session of its own: the whole tree.
             timed_out.set()
-            os.killpg(proc.pid, signal.SIGKILL)
+            for pid in [proc.pid, *descendants(proc.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
         timer = threading.Timer(args.run_timeout, stop)
         timer.start()
