@@ -165,6 +165,7 @@ def pull_preflight(tmp_path: Path, variables: dict) -> Run:
         "-e", f"ansible_python_interpreter={sys.executable}",
         timeout=300, ANSIBLE_ROLES_PATH=str(REPO / "roles"),
         ANSIBLE_CACHE_PLUGIN_CONNECTION=str(tmp_path / "facts"),
+        ANSIBLE_LOG_PATH=str(tmp_path / "ansible-output.txt"),  # not the working directory
     )  # fmt: skip
 
 
