@@ -164,3 +164,14 @@ def test_heldout_writer_reproduces_val_split(tmp_path: Path) -> None:
 def test_unknown_split_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="use one of train, val"):
         generate_dataset.render_sample(1, "test", 0)
+
+
+def test_shipped_check_frames_are_what_training_writes(tmp_path: Path, manifest: dict) -> None:
+    # The TensorRT gate's frames are rebuilt by `make model`, byte for byte: a retrained model
+    # ships the same check frames, and the manifest entry names the archive beside it.
+    import train  # training/train.py (torch and Ultralytics are imported only to train)
+
+    entry = train.write_check_frames(tmp_path, manifest["training_data"]["seed"])
+    assert entry == manifest["check_frames"]
+    shipped = MODEL_DIR / entry["archive"]
+    assert (tmp_path / entry["archive"]).read_bytes() == shipped.read_bytes()
